@@ -1,0 +1,26 @@
+# The README's commands. Each creates .venv if missing and installs (see scripts/install.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint install clean
+run: $(STAMP)
+	$(VENV)/bin/sweep run sweeps/pricer.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check harness tests benchmarks && $(VENV)/bin/ruff format --check harness tests benchmarks
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	VENV=$(VENV) bash scripts/install.sh
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,46 @@
+"""Errors a user can cause. The CLI prints them in a few lines and exits 2; anything else is our bug."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HarnessError(Exception):
+    """A problem with the user's input (file, key, value, path, URL). Message is shown as-is."""
+
+
+class ConfigError(HarnessError):
+    """A sweep file or search-space file that does not validate."""
+
+
+class DataError(HarnessError):
+    """A dataset that cannot be loaded or lacks what the task needs."""
+
+
+class StorageError(HarnessError):
+    """An Optuna storage URL that cannot be opened, or a study that cannot be resumed as asked."""
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The valid key a typo most likely meant, for 'did you mean' hints."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Names that become folder names must not escape results/ (no '/', '..', absolute paths)."""
+    bad = (
+        not name
+        or name in {".", ".."}
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or name.startswith(("~", "-"))
+    )
+    if bad:
+        raise ConfigError(
+            f"{what} {name!r} cannot be used as a folder name: use letters, digits, '-', '_' or '.', "
+            "without '/', '..' or a leading '~' or '-'."
+        )
+    return name

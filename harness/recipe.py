@@ -1,0 +1,205 @@
+"""One QLoRA fine-tune, readable top to bottom: attach adapter -> train with evals -> restore best -> score.
+
+Knows transformers/peft/trl, not Optuna: the objective passes `on_eval`, which returns True to stop the
+trial (pruned). The base model comes from fixtures and is left exactly as it was found.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, set_seed
+
+from harness import fixtures as fx
+from harness.config import LOSS_METRICS
+from harness.spec import OnEval, TrialResult, TrialSpec
+
+
+def lora_config(spec: TrialSpec) -> Any:
+    from peft import LoraConfig
+
+    t = spec.training
+    return LoraConfig(
+        r=t.r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        target_modules=t.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(spec: TrialSpec, cuda: bool) -> Any:
+    from trl import SFTConfig
+
+    t, s = spec.training, spec.sweep
+    dtype = fx.compute_dtype(s.model, cuda)
+    return SFTConfig(
+        output_dir=str(spec.output_dir / "hf"),
+        max_steps=s.budget.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of max_steps
+        optim=t.optim,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=fx.use_gradient_checkpointing(t, cuda),
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        use_cpu=not cuda,
+        max_length=t.max_seq_length,
+        completion_only_loss=t.completion_only_loss,
+        # fixtures already tokenized and labelled the data once for all trials
+        dataset_kwargs={"skip_prepare_dataset": True},
+        # evaluation is ours (token-weighted, every eval_steps) so the Trainer neither evals nor saves
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=max(1, min(10, s.budget.eval_steps)),
+        report_to="none",
+        disable_tqdm=True,
+        log_level="error",
+        seed=spec.seed,
+        data_seed=s.seed,  # same data order for every trial: differences come from the params
+        dataloader_num_workers=0,
+    )
+
+
+class EvalLoop(TrainerCallback):
+    """Every eval_steps: token-weighted loss/perplexity (and generation metrics when the objective needs
+    them), early stopping on the objective, a snapshot of the best adapter, and the pruning hook.
+
+    Our own loop rather than Trainer eval + EarlyStoppingCallback: the Trainer's eval_loss is a mean of
+    batch means (not token-weighted), and its EarlyStoppingCallback needs a checkpoint save at every eval
+    plus load_best_model_at_end; a LoRA snapshot in memory does the same at a fraction of the cost.
+    """
+
+    def __init__(self, spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval) -> None:
+        s = spec.sweep
+        self.spec, self.fx, self.on_eval = spec, fixtures, on_eval
+        self.metric, self.maximize = s.metric.name, s.metric.goal == "maximize"
+        self.generate_each_eval = s.evaluation.every_eval or self.metric not in LOSS_METRICS
+        self.history: list[dict[str, float]] = []
+        self.train_log: list[dict[str, float]] = []
+        self.best: float | None = None
+        self.best_step = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_evals = 0
+        self.pruned = self.stopped_early = False
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        delta = value - self.best if self.maximize else self.best - value
+        return delta > self.spec.sweep.early_stopping.threshold
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
+        if logs:
+            self.train_log.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()}})
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        step = state.global_step
+        if step % self.spec.sweep.budget.eval_steps and step < state.max_steps:
+            return
+        metrics = evaluate(model, self.fx, self.spec, generate=self.generate_each_eval)[0]
+        metrics["step"] = step
+        self.history.append(metrics)
+        value = metrics.get(self.metric, math.nan)
+        if math.isfinite(value) and self.improved(value):
+            self.best, self.best_step, self.bad_evals = value, step, 0
+            self.best_state = adapter_state(model)
+        else:
+            self.bad_evals += 1
+        patience = self.spec.sweep.early_stopping.patience
+        if patience and self.bad_evals >= patience:
+            self.stopped_early = control.should_training_stop = True
+        if self.on_eval(step, metrics):
+            self.pruned = control.should_training_stop = True
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def evaluate(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generate: bool
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Loss metrics on the fixed eval subset; generation metrics on the fixed generation subset."""
+    from harness import evaluation as ev
+
+    nll, n = ev.token_nll(model, fixtures.eval_batches)
+    metrics = {"eval_loss": nll / max(n, 1), "perplexity": ev.perplexity(nll, n)}
+    rows: list[dict[str, Any]] = []
+    if generate and fixtures.generation_rows:
+        metrics_g, rows = score(model, fixtures, spec, fixtures.generation_rows)
+        metrics.update(metrics_g)
+    return metrics, rows
+
+
+def score(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy batched generation on `rows`, scored for the task; per-row evidence for generations.jsonl."""
+    from harness import evaluation as ev
+
+    s = spec.sweep
+    prompts = [r["prompt"] for r in rows]
+    refs = [r["completion"] for r in rows]
+    preds = ev.generate(model, fixtures.tokenizer, prompts, s.evaluation.max_new_tokens, s.evaluation.batch_size)
+    metrics, per_row = ev.score_generations(s.task, preds, refs, rows, s.evaluation.custom)
+    evidence = [
+        {"prompt": p, "reference": r, "prediction": y, **sc}
+        for p, r, y, sc in zip(prompts, refs, preds, per_row, strict=True)
+    ]
+    return metrics, evidence
+
+
+def finetune(spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval | None = None) -> TrialResult:
+    """Train one adapter on the shared base, return its best metrics; the base is restored afterwards."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from trl import SFTTrainer
+
+    start = time.perf_counter()
+    set_seed(spec.seed)  # LoRA init and dropout depend on it: same spec -> same result
+    model = get_peft_model(fixtures.model, lora_config(spec))
+    try:
+        loop = EvalLoop(spec, fixtures, on_eval or (lambda step, metrics: False))
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(spec, fixtures.device == "cuda"),
+            train_dataset=fixtures.train,
+            processing_class=fixtures.tokenizer,
+            callbacks=[loop],
+        )
+        trainer.train()
+        steps_run = trainer.state.global_step
+        if loop.best_state is not None:
+            set_peft_model_state_dict(model, loop.best_state)
+        best_entry = next((h for h in loop.history if h["step"] == loop.best_step), {})
+        metrics = {k: v for k, v in best_entry.items() if k != "step"}
+        generations: list[dict[str, Any]] = []
+        if not loop.pruned and fixtures.generation_rows:
+            gen_metrics, generations = score(model, fixtures, spec, fixtures.generation_rows)
+            metrics.update(gen_metrics)
+        del trainer
+        return TrialResult(
+            value=loop.best,
+            metrics=metrics,
+            best_step=loop.best_step,
+            steps_run=steps_run,
+            duration_s=time.perf_counter() - start,
+            history=loop.history,
+            pruned=loop.pruned,
+            stopped_early=loop.stopped_early,
+            generations=generations,
+            train_log=loop.train_log,
+        )
+    finally:
+        # Remove the LoRA layers: the shared base goes back to exactly its original modules.
+        model.unload()

@@ -1,0 +1,71 @@
+"""The two records that cross the recipe/objective boundary: what to train, and what came out.
+
+Neither knows Optuna or transformers, so the recipe can be run without a study and the objective
+can be tested with a fake recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import SweepConfig, TrainingConfig
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    number: int
+    """Trial number in the study (0-based), or -1 for a run outside a study."""
+    params: dict[str, Any]
+    """What the search space sampled, as sampled (for reports)."""
+    training: TrainingConfig
+    """Fixed training settings with the sampled ones applied: what the recipe actually uses."""
+    sweep: SweepConfig
+    output_dir: Path
+    seed: int
+
+    @classmethod
+    def build(cls, sweep: SweepConfig, params: dict[str, Any], number: int, output_dir: Path) -> TrialSpec:
+        values = dict(params)
+        multiple = values.pop("lora_alpha_multiple", None)
+        training = sweep.training.model_copy(update=values)
+        if multiple is not None:
+            training = training.model_copy(update={"lora_alpha": float(multiple) * training.r})
+        training = TrainingConfig.model_validate(training.model_dump())  # re-check merged values
+        return cls(number=number, params=dict(params), training=training, sweep=sweep,
+                   output_dir=output_dir, seed=sweep.seed + max(number, 0))
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.training.lora_alpha if self.training.lora_alpha is not None else 2.0 * self.training.r
+
+
+@dataclass
+class TrialResult:
+    value: float | None
+    """The objective: the best value of sweep.metric seen during the trial (not the last one)."""
+    metrics: dict[str, float]
+    """Final metrics, measured with the best adapter restored."""
+    best_step: int
+    steps_run: int
+    duration_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per eval: {'step': .., 'eval_loss': .., 'perplexity': .., ...}."""
+    pruned: bool = False
+    stopped_early: bool = False
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    """Prompt, reference, prediction and per-row scores of the final generation pass."""
+    train_log: list[dict[str, float]] = field(default_factory=list)
+    """Trainer log lines (loss, learning rate, grad norm) by step."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("generations")
+        d.pop("train_log")
+        return d
+
+
+# on_eval(step, metrics) -> True to stop the trial now (pruned). The objective supplies it.
+OnEval = Callable[[int, dict[str, float]], bool]

@@ -1,0 +1,23 @@
+"""Every sweep and search-space file we ship validates (torchtune's test_configs idea)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_sweep, read_yaml
+from harness.search_space import parse_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_sweep_file_validates(path):
+    cfg = load_sweep(path)
+    assert cfg.parameters, "a shipped sweep must have a search space"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_search_space_file_validates(path):
+    assert parse_parameters(read_yaml(path)["parameters"], str(path))

@@ -1,0 +1,120 @@
+"""The study side with a fake recipe: milliseconds per trial, no transformers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from harness import results
+from harness.config import load_sweep
+from harness.errors import StorageError
+from harness.runner import run_sweep
+from harness.spec import TrialResult, TrialSpec
+from harness.study import check_url, mask_url
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
+    """eval_loss falls with steps and is best near lr=1e-3; deterministic in the params."""
+    lr = spec.training.learning_rate
+    history = []
+    for step in range(spec.sweep.budget.eval_steps, spec.sweep.budget.max_steps + 1, spec.sweep.budget.eval_steps):
+        loss = abs(math.log10(lr) + 3) + 10 / step
+        metrics = {"eval_loss": loss, "perplexity": math.exp(loss)}
+        history.append({"step": step, **metrics})
+        if on_eval(step, metrics):
+            return TrialResult(None, metrics, step, step, 0.01, history, pruned=True)
+    best = min(history, key=lambda h: h["eval_loss"])
+    return TrialResult(best["eval_loss"], {"eval_loss": best["eval_loss"]}, best["step"], step, 0.01, history)
+
+
+@pytest.fixture(params=["sqlite", "journal"])
+def storage(request, tmp_path) -> str | None:
+    """One supplier fixture over every backend (optuna's pattern)."""
+    return None if request.param == "sqlite" else f"journal:{tmp_path}/studies/journal.log"
+
+
+def sweep(tmp_path: Path, *overrides: str):
+    return load_sweep(ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "budget.max_steps=60", *overrides])
+
+
+def test_sweep_runs_and_writes_trial_folders(tmp_path, storage):
+    cfg = sweep(tmp_path, "budget.n_trials=3")
+    out = run_sweep(cfg, storage=storage, recipe=fake_recipe)
+    assert len(out.study.trials) == 3 and out.ran == 3
+    for t in out.study.trials:
+        folder = results.trial_dir(cfg.study_dir, t.number)
+        params = json.loads((folder / "params.json").read_text())
+        assert params["sampled"] == t.params
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["state"] == t.state.name
+        if t.state == TrialState.COMPLETE:
+            assert metrics["value"] == pytest.approx(t.value)
+            assert t.user_attrs["steps_run"] == 60
+
+
+def test_resume_runs_only_the_missing_trials(tmp_path, storage):
+    first = run_sweep(sweep(tmp_path, "budget.n_trials=2"), storage=storage, recipe=fake_recipe)
+    before = {t.number: (t.params, t.value) for t in first.study.trials}
+    again = run_sweep(sweep(tmp_path, "budget.n_trials=2"), storage=storage, recipe=fake_recipe)
+    assert again.ran == 0 and len(again.study.trials) == 2
+    more = run_sweep(sweep(tmp_path, "budget.n_trials=3"), storage=storage, recipe=fake_recipe)
+    assert more.ran == 1 and len(more.study.trials) == 3
+    assert {t.number: (t.params, t.value) for t in more.study.trials if t.number < 2} == before
+    assert more.study.trials[2].params != more.study.trials[0].params  # resumed sampler does not replay
+
+
+def test_same_file_and_seed_give_the_same_params(tmp_path):
+    a = run_sweep(sweep(tmp_path / "a", "budget.n_trials=4"), recipe=fake_recipe).study
+    b = run_sweep(sweep(tmp_path / "b", "budget.n_trials=4"), recipe=fake_recipe).study
+    c = run_sweep(sweep(tmp_path / "c", "budget.n_trials=4", "seed=7"), recipe=fake_recipe).study
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.params for t in a.trials] != [t.params for t in c.trials]
+
+
+def test_resume_refuses_a_changed_objective_or_space(tmp_path):
+    run_sweep(sweep(tmp_path, "budget.n_trials=1"), recipe=fake_recipe)
+    with pytest.raises(StorageError, match="start a new study"):
+        run_sweep(sweep(tmp_path, "metric.goal=maximize"), recipe=fake_recipe)
+    with pytest.raises(StorageError, match="different search space"):
+        run_sweep(sweep(tmp_path, "parameters.r={values: [2, 64]}"), recipe=fake_recipe)
+
+
+def test_pruned_trials_are_recorded(tmp_path):
+    cfg = sweep(tmp_path, "budget.n_trials=8", "early_terminate.n_startup_trials=1", "early_terminate.n_warmup_steps=0")
+    study = run_sweep(cfg, recipe=fake_recipe).study
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "with a median pruner some clearly worse trials must be pruned"
+    assert all(t.user_attrs["pruned_at"] < 60 or t.user_attrs["pruned_at"] == 60 for t in pruned)
+
+
+def test_a_crashing_trial_fails_and_the_sweep_goes_on(tmp_path):
+    calls = []
+
+    def flaky(spec, on_eval):
+        calls.append(spec.number)
+        if spec.number == 1:
+            raise RuntimeError("boom")
+        return fake_recipe(spec, on_eval)
+
+    study = run_sweep(sweep(tmp_path, "budget.n_trials=3"), recipe=flaky).study
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 1 and len(states) == 3
+    failed = study.trials[1]
+    assert failed.user_attrs["fail_reason"] == "RuntimeError: boom"
+    saved = json.loads((results.trial_dir(Path(tmp_path) / "pricer", 1) / "metrics.json").read_text())
+    assert saved["state"] == "FAIL" and "boom" in saved["fail_reason"]
+
+
+def test_storage_urls_are_checked_and_masked():
+    assert mask_url("postgresql://me:s3cret@db/x") == "postgresql://me:***@db/x"
+    with pytest.raises(StorageError, match="not a storage URL") as e:
+        check_url("mongodb://me:s3cret@host/db")
+    assert "s3cret" not in str(e.value)
+    with pytest.raises(StorageError, match="three slashes"):
+        check_url("sqlite://study.db")

@@ -24,6 +24,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=int, help="total trials in the study (same as budget.n_trials=N)")
     run.add_argument("--results-dir", help="where studies and trial folders go (default results/)")
     run.add_argument("--storage", help="Optuna storage URL (default sqlite under the results dir)")
+
+    def study_verb(name: str, help: str, many: bool = False) -> argparse.ArgumentParser:
+        v = sub.add_parser(name, help=help)
+        v.add_argument("study", nargs="+" if many else None, help="study name or sweep file")
+        v.add_argument("--results-dir", default="results")
+        v.add_argument("--storage", help="Optuna storage URL (default sqlite under the results dir)")
+        return v
+
+    status = sub.add_parser("status", help="trials so far: state, params, best metric, ETA")
+    status.add_argument("study", nargs="?", help="study name or sweep file (default: every study)")
+    status.add_argument("--results-dir", default="results")
+    status.add_argument("--storage")
+    lst = sub.add_parser("list", help="studies in a results dir or storage")
+    lst.add_argument("--results-dir", default="results")
+    lst.add_argument("--storage")
+
+    report = study_verb("report", "trial tables and plots -> results/<study>/report.{md,html,csv,parquet}", many=True)
+    report.add_argument("--compare", action="store_true", help="compare several studies side by side")
+    report.add_argument("--trials", nargs="+", type=int, help="compare chosen trials of one study")
+    report.add_argument("--format", default="md,html,csv,parquet", help="comma-separated output formats")
+    study_verb("compare", "several studies side by side (same as report --compare)", many=True)
+
+    best = study_verb("best", "the winning config; --export writes a standalone training file")
+    best.add_argument("--export", metavar="FILE", help="write the best config as a sweep file for `sweep train`")
+    train = sub.add_parser("train", help="one full fine-tune of a config (promotion), evaluated on the test split")
+    train.add_argument("file", help="a config exported by `sweep best --export`, or any sweep file")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=1000")
+
+    watch = study_verb("watch", "live terminal view of a running sweep")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    watch.add_argument("--once", action="store_true", help="draw once and exit")
+    study_verb("dashboard", "start optuna-dashboard on the study's storage ([dashboard] extra)")
     return p
 
 
@@ -46,6 +78,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _call(module: str, function: str, args: argparse.Namespace, console: Console) -> int:
+    """Verbs live in the module that owns their logic; imported lazily so `sweep --help` stays fast."""
+    import importlib
+
+    return int(getattr(importlib.import_module(module), function)(args, console))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -55,7 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed a usage line
         return EXIT_USAGE if e.code else EXIT_OK
-    handlers = {"run": cmd_run}
+    handlers = {
+        "run": cmd_run,
+        "status": lambda a, c: _call("harness.report", "cmd_status", a, c),
+        "list": lambda a, c: _call("harness.report", "cmd_list", a, c),
+        "report": lambda a, c: _call("harness.report", "cmd_report", a, c),
+        "compare": lambda a, c: _call("harness.report", "cmd_compare", a, c),
+        "best": lambda a, c: _call("harness.promote", "cmd_best", a, c),
+        "train": lambda a, c: _call("harness.promote", "cmd_train", a, c),
+        "watch": lambda a, c: _call("harness.watch", "cmd_watch", a, c),
+        "dashboard": lambda a, c: _call("harness.watch", "cmd_dashboard", a, c),
+    }
     try:
         return handlers[args.verb](args, console)
     except KeyboardInterrupt:

@@ -151,6 +151,24 @@ class EvaluationConfig(Strict):
     """Custom metrics as `package.module:function(predictions, references, rows) -> dict`."""
 
 
+class TrackingConfig(Strict):
+    backend: Literal["none", "wandb", "tensorboard"] = "none"
+    """Log each trial as a run: W&B (grouped by study; WANDB_MODE=offline works) or TensorBoard."""
+    project: str | None = None
+    """W&B project (default: the study name)."""
+    entity: str | None = None
+    tags: list[str] = []
+
+
+class PromotionConfig(Strict):
+    """`sweep train`: one full fine-tune of the best config, with its own longer budget."""
+
+    max_steps: int = Field(600, gt=0)
+    eval_steps: int = Field(50, gt=0)
+    output_dir: str | None = None
+    """Where the adapter goes (default results/<name>/promoted/)."""
+
+
 class SweepConfig(Strict):
     name: str
     """Study name; also the folder under results/."""
@@ -173,6 +191,10 @@ class SweepConfig(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     storage: str | None = None
     """Optuna storage URL; default sqlite:///<results_dir>/<name>/study.db."""
+    tracking: TrackingConfig = TrackingConfig()
+    expect: dict[str, Any] = {}
+    """Expectations on the best trial's metrics, e.g. `eval_loss: "< 2.5"`, `perplexity: {max: 12}`."""
+    train: PromotionConfig = PromotionConfig()
     results_dir: str = "results"
 
     # Set by load_sweep, not by users: where the file came from, for messages and relative paths.

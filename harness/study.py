@@ -191,3 +191,33 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     if any(t.state == TrialState.COMPLETE for t in trials):
         best = study.best_trial
     return {"n": len(trials), "by_state": by_state, "best": best}
+
+
+def locate(target: str, results_dir: str = "results", storage: str | None = None) -> tuple[str, str]:
+    """`sweep status/report/best TARGET`: a study name or a sweep file -> (storage URL, study name).
+
+    Read-only: never creates a storage (reading must not break or block a running sweep)."""
+    from harness.config import load_sweep
+
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        cfg = load_sweep(path, [f"results_dir={results_dir}"] if results_dir != "results" else [])
+        url = storage_url(cfg, storage)
+        name = cfg.name
+    else:
+        from harness.errors import check_name
+
+        name = check_name(target, "study name")
+        url = storage or f"sqlite:///{(Path(results_dir) / name / 'study.db').as_posix()}"
+    check_url(url)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise StorageError(f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (run `sweep run` first)")
+    return url, name
+
+
+def load(target: str, results_dir: str = "results", storage: str | None = None) -> optuna.Study:
+    url, name = locate(target, results_dir, storage)
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url, create_dirs=False))
+    except KeyError:
+        raise StorageError(f"storage {mask_url(url)} has no study named {name!r}") from None

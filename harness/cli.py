@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -18,12 +17,30 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sweep", description="Hyperparameter sweeps for QLoRA fine-tuning.")
     sub = p.add_subparsers(dest="verb", required=True)
 
-    run = sub.add_parser("run", help="run (or resume) the study of a sweep file")
-    run.add_argument("file", help="sweep file, e.g. sweeps/pricer.yaml")
+    run = sub.add_parser(
+        "run",
+        help="run (or resume) the study of a sweep file, or of every sweep file below a folder",
+        description="Run sweeps pytest-style: each sweep's `expect:` block passes or fails; the run ends "
+        "with 'N passed, N failed'. Exit 0 all passed, 1 a sweep failed, 2 a user error (e.g. a bad file).",
+    )
+    run.add_argument("file", help="sweep file (sweeps/pricer.yaml) or folder of sweep files (sweeps/)")
     run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. budget.max_steps=20")
     run.add_argument("--n-trials", type=int, help="total trials in the study (same as budget.n_trials=N)")
     run.add_argument("--results-dir", help="where studies and trial folders go (default results/)")
     run.add_argument("--storage", help="Optuna storage URL (default sqlite under the results dir)")
+    run.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        help="only sweeps whose file name, study name or tags match, e.g. -k 'pricer and not slow'",
+    )
+    run.add_argument("-x", "--exitfirst", action="store_true", help="stop after the first failed sweep")
+    run.add_argument("--collect-only", action="store_true", help="list the sweeps that would run")
+    run.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 trial of 4 steps on a tiny eval, in <results-dir>/.smoke/ (never touches the real study)",
+    )
 
     def study_verb(name: str, help: str, many: bool = False) -> argparse.ArgumentParser:
         v = sub.add_parser(name, help=help)
@@ -61,21 +78,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from harness.config import load_sweep
-    from harness.runner import check_failures, run_sweep, trials_table
+    from harness.collect import run_path
 
     overrides = list(args.overrides)
     if args.n_trials is not None:
         overrides.append(f"budget.n_trials={args.n_trials}")
     if args.results_dir:
         overrides.append(f"results_dir={args.results_dir}")
-    cfg = load_sweep(args.file, overrides)
-    start = time.perf_counter()
-    outcome = run_sweep(cfg, storage=args.storage, console=console)
-    console.print(trials_table(outcome.study, cfg.metric.name, cfg.metric.goal))
-    console.print(f"{outcome.ran} trial(s) run in {time.perf_counter() - start:.0f}s; results in {cfg.study_dir}/")
-    check_failures(outcome, cfg)
-    return EXIT_OK
+    return run_path(
+        args.file,
+        overrides,
+        keyword=args.keyword,
+        exitfirst=args.exitfirst,
+        collect_only=args.collect_only,
+        smoke=args.smoke,
+        storage=args.storage,
+        console=console,
+    )
 
 
 def _call(module: str, function: str, args: argparse.Namespace, console: Console) -> int:
@@ -91,7 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        # Overrides may come after options (`run f.yaml --n-trials 3 budget.max_steps=20`): argparse leaves
+        # those positionals unparsed, so collect any `key=value` leftovers as overrides.
+        args, extra = parser.parse_known_args(argv)
+        if extra and (not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.overrides = [*args.overrides, *extra]
     except SystemExit as e:  # argparse already printed a usage line
         return EXIT_USAGE if e.code else EXIT_OK
     handlers = {

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError, check_name, closest
 
@@ -207,6 +215,22 @@ class SweepConfig(Strict):
             return check_name(v, "study name")
         except ConfigError as e:
             raise ValueError(str(e)) from None
+
+    @field_validator("expect")
+    @classmethod
+    def _expectations_parse(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Parsed here so a malformed expectation fails at load time, before anything trains; the raw
+        # mapping is kept (readable in the study's stored config). `task` and `evaluation` are declared
+        # above `expect`, so they are already validated (absent when they themselves failed).
+        from harness.expectations import parse_expectations
+
+        task = info.data.get("task", "pricer")
+        evaluation = info.data.get("evaluation")
+        try:
+            parse_expectations(v, task, custom_metrics=bool(evaluation and evaluation.custom))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
 
     @model_validator(mode="after")
     def _metric_exists(self) -> SweepConfig:

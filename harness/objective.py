@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness import results, search_space
+from harness import monitor, results, search_space, tracking
 from harness.config import SweepConfig
 from harness.spec import OnEval, TrialResult, TrialSpec
 
@@ -30,6 +30,8 @@ class Objective:
         self.cfg, self.recipe = cfg, recipe
         self.progress = progress or (lambda event, data: None)
         self.study_dir = Path(cfg.study_dir)
+        # One tracker for the whole sweep; SafeTracker inside: tracking can never fail a trial.
+        self.tracker = tracking.make_tracker(cfg)
 
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = self.cfg
@@ -37,12 +39,16 @@ class Objective:
         spec = TrialSpec.build(cfg, params, trial.number, results.trial_dir(self.study_dir, trial.number))
         results.write_params(spec)
         self.progress("trial_start", {"trial": trial.number, "params": params})
+        self.tracker.start(spec)
+        usage = monitor.ResourceMonitor().start()
 
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
             value = metrics.get(cfg.metric.name)
             if value is not None and math.isfinite(value):
                 trial.report(value, step)
             self.progress("eval", {"trial": trial.number, "step": step, "metrics": metrics})
+            monitor.record(trial, usage.snapshot())  # live memory figures for `sweep watch`
+            self.tracker.log_eval(step, metrics)
             return trial.should_prune()
 
         try:
@@ -50,18 +56,37 @@ class Objective:
         except Exception as e:
             reason = f"{type(e).__name__}: {e}".strip()[:2000]
             trial.set_user_attr("fail_reason", reason)
+            resources = usage.stop()
+            monitor.record(trial, resources)
             results.write_json(
                 spec.output_dir / "metrics.json",
-                {"state": "FAIL", "fail_reason": reason, "traceback": traceback.format_exc()},
+                {
+                    "state": "FAIL",
+                    "fail_reason": reason,
+                    "traceback": traceback.format_exc(),
+                    "resources": resources,
+                },
             )
+            self.tracker.finish("FAIL", {**resources})
             self.progress("trial_fail", {"trial": trial.number, "reason": reason})
             raise
+        except BaseException:  # KeyboardInterrupt: Optuna records FAIL; close the run as that too
+            usage.stop()
+            self.tracker.finish("FAIL", {})
+            raise
+        resources = usage.stop()
+        monitor.record(trial, resources)
         record(trial, result)
-        state = "PRUNED" if result.pruned else "COMPLETE"
-        if result.value is None or not math.isfinite(result.value):
+        if result.pruned:
+            state = "PRUNED"
+        elif result.value is None or not math.isfinite(result.value):
             state = "FAIL"
             trial.set_user_attr("fail_reason", f"no finite {cfg.metric.name} was measured")
+        else:
+            state = "COMPLETE"
         results.write_result(spec, result, state)
+        monitor.add_to_metrics_file(spec.output_dir / "metrics.json", resources)
+        self.tracker.finish(state, {**result.metrics, **resources})
         if result.pruned:
             self.progress("trial_pruned", {"trial": trial.number, "step": result.steps_run})
             raise optuna.TrialPruned(f"pruned at step {result.steps_run}")

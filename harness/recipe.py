@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from harness import fixtures as fx
 from harness.config import LOSS_METRICS
@@ -122,9 +123,20 @@ class EvalLoop(TrainerCallback):
 
 
 def adapter_state(model: Any) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
+    """A copy of the trainable (LoRA) weights.
 
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    Read from named_parameters, never from model.state_dict(): on CPU, bitsandbytes repacks 4-bit weights
+    on their first forward, and state_dict() of a repacked Linear4bit rewrites its quant state in place
+    (bitsandbytes 0.50.2), silently changing the shared base model's outputs.
+    """
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_adapter(model: Any, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n])
 
 
 def evaluate(
@@ -160,9 +172,33 @@ def score(
     return metrics, evidence
 
 
-def finetune(spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval | None = None) -> TrialResult:
-    """Train one adapter on the shared base, return its best metrics; the base is restored afterwards."""
-    from peft import get_peft_model, set_peft_model_state_dict
+def test_metrics(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Loss and generation metrics on the held-out test split, prefixed test_."""
+    from harness import evaluation as ev
+
+    s = spec.sweep
+    batches = ev.eval_batches(rows, fixtures.tokenizer, spec.training.max_seq_length, s.evaluation.batch_size)
+    out = ev.loss_metrics(*ev.token_nll(model, batches))
+    if s.evaluation.samples:
+        out.update(score(model, fixtures, spec, rows)[0])
+    return {f"test_{k}": v for k, v in out.items()}
+
+
+def finetune(
+    spec: TrialSpec,
+    fixtures: fx.Fixtures,
+    on_eval: OnEval | None = None,
+    *,
+    save_adapter_to: Path | None = None,
+    test_rows: list[dict[str, Any]] | None = None,
+) -> TrialResult:
+    """Train one adapter on the shared base, return its best metrics; the base is restored afterwards.
+
+    Promotion (`sweep train`) also passes `save_adapter_to` (safetensors) and `test_rows` (held-out split,
+    reported as test_*), both measured on the restored best adapter before it is removed."""
+    from peft import get_peft_model
     from trl import SFTTrainer
 
     start = time.perf_counter()
@@ -177,16 +213,22 @@ def finetune(spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval | None = No
             processing_class=fixtures.tokenizer,
             callbacks=[loop],
         )
+        trainer.remove_callback(PrinterCallback)  # our progress lines replace its raw dict prints
         trainer.train()
         steps_run = trainer.state.global_step
         if loop.best_state is not None:
-            set_peft_model_state_dict(model, loop.best_state)
+            restore_adapter(model, loop.best_state)
         best_entry = next((h for h in loop.history if h["step"] == loop.best_step), {})
         metrics = {k: v for k, v in best_entry.items() if k != "step"}
         generations: list[dict[str, Any]] = []
         if not loop.pruned and fixtures.generation_rows:
             gen_metrics, generations = score(model, fixtures, spec, fixtures.generation_rows)
             metrics.update(gen_metrics)
+        if test_rows:
+            metrics.update(test_metrics(model, fixtures, spec, test_rows))
+        if save_adapter_to is not None:
+            # state_dict given explicitly: peft would otherwise call model.state_dict() (see adapter_state)
+            model.save_pretrained(str(save_adapter_to), safe_serialization=True, state_dict=adapter_state(model))
         del trainer
         return TrialResult(
             value=loop.best,
@@ -203,3 +245,4 @@ def finetune(spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval | None = No
     finally:
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.
         model.unload()
+        fixtures.model.eval()

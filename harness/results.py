@@ -17,6 +17,10 @@ from typing import Any
 from harness.spec import TrialResult, TrialSpec
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def trial_dir(study_dir: Path, number: int) -> Path:
     return study_dir / f"trial-{number:04d}"
 
@@ -29,6 +33,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,3 +83,35 @@ def write_result(spec: TrialSpec, result: TrialResult, state: str) -> None:
     write_json(spec.output_dir / "metrics.json", {"state": state, **result.to_dict()})
     write_jsonl(spec.output_dir / "generations.jsonl", result.generations)
     write_jsonl(spec.output_dir / "log.jsonl", [*result.train_log, *({"eval": True, **h} for h in result.history)])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading trial folders back (reports). Lenient: a report must never fail because one trial's file is
+# missing or has a bad line (a trial killed mid-run, a hand-edited file); what cannot be read is skipped.
+
+
+def read_jsonl_lenient(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def read_eval_history(folder: Path) -> list[dict[str, Any]]:
+    """The eval entries of a trial's log.jsonl ({"eval": true, "step": .., "eval_loss": ..}), by step."""
+    evals = [r for r in read_jsonl_lenient(folder / "log.jsonl") if r.get("eval") and "step" in r]
+    return sorted(evals, key=lambda r: r["step"])
+
+
+def read_generations(folder: Path) -> list[dict[str, Any]]:
+    """A trial's generations.jsonl: prompt, reference, prediction and per-row scores."""
+    return read_jsonl_lenient(folder / "generations.jsonl")

@@ -147,6 +147,7 @@ def base_model(key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gra
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if quant is not None:
+        keep_4bit_layout_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     else:
         for p in model.parameters():
@@ -156,6 +157,20 @@ def base_model(key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gra
             model.enable_input_require_grads()
     model.config.use_cache = False  # training; generation turns it on per call
     return model
+
+
+def keep_4bit_layout_trainable(model: Any) -> None:
+    """Stop bitsandbytes' CPU fast path from repacking 4-bit weights into its bf16 inference layout.
+
+    On AVX512-BF16 CPUs (bitsandbytes 0.50.2) the first no-grad forward repacks every Linear4bit for a
+    forward-only kernel; from then on almost no gradient reaches earlier LoRA layers (layer-0 q_proj
+    lora_A grad 0.0149 -> 0.000133) and state_dict() rewrites the packed quant state. The shared base
+    is evaluated between training steps, so the repack must never happen. No effect on GPU."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 @session_fixture

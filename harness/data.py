@@ -28,6 +28,7 @@ from datasets import Dataset, Features, Value
 
 from harness.config import SweepConfig, resolve_relative
 from harness.errors import DataError, HarnessError
+from harness.prices import parse_price
 
 PRICER_QUESTION = "How much does this cost to the nearest dollar?"
 PRICER_RESPONSE = "Price is $"
@@ -392,21 +393,12 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
-
-
 def _to_price(value: Any) -> float | None:
     """A positive finite price from a number or text like '$1,299.00'; None if there is none."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        price = float(value)
-    else:
-        match = _NUMBER.search(str(value))
-        if not match:
-            return None
-        price = float(match.group().replace(",", ""))
-    return price if math.isfinite(price) and price > 0 else None
+    price = float(value) if isinstance(value, (int, float)) else parse_price(str(value))
+    return price if price is not None and math.isfinite(price) and price > 0 else None
 
 
 # ----------------------------------------------------------------------------------------------------

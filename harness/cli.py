@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 
@@ -57,15 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--results-dir", default="results")
     lst.add_argument("--storage")
 
-    report = study_verb("report", "trial tables and plots -> results/<study>/report.{md,html,csv,parquet}", many=True)
+    report = study_verb(
+        "report", "trial tables and plots -> results/<study>/report.{md,html,csv,parquet}", many=True
+    )
     report.add_argument("--compare", action="store_true", help="compare several studies side by side")
     report.add_argument("--trials", nargs="+", type=int, help="compare chosen trials of one study")
     report.add_argument("--format", default="md,html,csv,parquet", help="comma-separated output formats")
     study_verb("compare", "several studies side by side (same as report --compare)", many=True)
 
     best = study_verb("best", "the winning config; --export writes a standalone training file")
-    best.add_argument("--export", metavar="FILE", help="write the best config as a sweep file for `sweep train`")
-    train = sub.add_parser("train", help="one full fine-tune of a config (promotion), evaluated on the test split")
+    best.add_argument(
+        "--export", metavar="FILE", help="write the best config as a sweep file for `sweep train`"
+    )
+    train = sub.add_parser(
+        "train", help="one full fine-tune of a config (promotion), evaluated on the test split"
+    )
     train.add_argument("file", help="a config exported by `sweep best --export`, or any sweep file")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=1000")
 
@@ -74,7 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--once", action="store_true", help="draw once and exit")
     study_verb("dashboard", "start optuna-dashboard on the study's storage ([dashboard] extra)")
     return p
-
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -113,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Overrides may come after options (`run f.yaml --n-trials 3 budget.max_steps=20`): argparse leaves
         # those positionals unparsed, so collect any `key=value` leftovers as overrides.
         args, extra = parser.parse_known_args(argv)
-        if extra and (not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra)):
+        if extra and (
+            not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra)
+        ):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if extra:
             args.overrides = [*args.overrides, *extra]
@@ -130,16 +139,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         "watch": lambda a, c: _call("harness.watch", "cmd_watch", a, c),
         "dashboard": lambda a, c: _call("harness.watch", "cmd_dashboard", a, c),
     }
+    previous = _stop_on_sigterm()
     try:
         return handlers[args.verb](args, console)
-    except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume the study")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): the trial is queued for retry
+        err.print("interrupted: run the same command again to resume")
+        return 143 if isinstance(e, Terminated) else 130
     except HarnessError as e:
         from harness.runner import SweepStopped
 
         err.print(f"error: {e}", markup=False)
         return EXIT_FAILED if isinstance(e, SweepStopped) else EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so a running trial stops the same graceful way (exit 143)."""
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM -> Terminated in the main thread; returns the handler to restore (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

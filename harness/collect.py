@@ -318,7 +318,9 @@ def run_one(
     report = SweepReport(path, "passed", cfg.name, trials_run=outcome.ran)
     complete = outcome.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
-        report.best_value = outcome.study.best_value
+        from harness import study as st
+
+        report.best_value = st.primary_value(st.best_trial(outcome.study))  # type: ignore[arg-type]
     report.outcomes = check_study(expectations, outcome.study, cfg.metric.name, smoke=smoke)
     for o in report.outcomes:
         label = "[green]PASS[/]" if o.passed else "[red]FAIL[/]"

@@ -112,6 +112,7 @@ class TrainingConfig(Strict):
 
 class MetricConfig(Strict):
     name: str = "eval_loss"
+    """Any metric the task reports (TASK_METRICS), e.g. eval_loss, perplexity, mae, hit_rate, rougeL."""
     goal: Literal["minimize", "maximize"] = "minimize"
 
 
@@ -157,6 +158,9 @@ class EvaluationConfig(Strict):
     """Also generate at each eval (needed when the objective is a generation metric and pruning is on)."""
     custom: list[str] = []
     """Custom metrics as `package.module:function(predictions, references, rows) -> dict`."""
+    compare_base: bool = True
+    """After a trial, also generate with the adapter disabled (the untrained base) on the same rows, so
+    generations.jsonl holds `prediction_before` next to `prediction` and metrics.json the base's scores."""
 
 
 class TrackingConfig(Strict):
@@ -192,6 +196,11 @@ class SweepConfig(Strict):
     method: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
     seed: int = 42
     metric: MetricConfig = MetricConfig()
+    """The objective (single-objective study), or the primary metric of `metrics:`."""
+    metrics: list[MetricConfig] | None = None
+    """Several objectives -> a multi-objective study (Pareto front). The first is the primary metric: it
+    drives early stopping and the best-adapter snapshot, and `metric:` is set to it (give `metric:` only
+    if it equals the first entry). Pruning is off for multi-objective studies (Optuna cannot prune them)."""
     budget: BudgetConfig = BudgetConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     early_terminate: PrunerConfig = PrunerConfig()
@@ -236,14 +245,46 @@ class SweepConfig(Strict):
     def _metric_exists(self) -> SweepConfig:
         known = TASK_METRICS[self.task]
         custom = bool(self.evaluation.custom)
-        if self.metric.name not in known and not custom:
-            hint = closest(self.metric.name, known)
-            raise ValueError(
-                f"metric.name {self.metric.name!r} is not reported by task {self.task!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; choose one of: {', '.join(known)}"
-            )
+        problems = []
+        named = [("metric.name", self.metric)] if self.metrics is None else [
+            (f"metrics.{i}.name", m) for i, m in enumerate(self.metrics)
+        ]
+        for where, m in named:
+            if m.name not in known and not custom:
+                hint = closest(m.name, known)
+                problems.append(
+                    f"{where} {m.name!r} is not reported by task {self.task!r}"
+                    + (f" (did you mean {hint!r}?)" if hint else "")
+                    + f"; choose one of: {', '.join(known)}"
+                )
+        if self.metrics is not None:
+            names = [m.name for m in self.metrics]
+            if not names:
+                problems.append("metrics: give at least one {name, goal}, or use metric: instead")
+            elif len(set(names)) != len(names):
+                problems.append(f"metrics: a metric is listed twice ({', '.join(names)})")
+            elif not problems and "metric" in self.model_fields_set and self.metric != self.metrics[0]:
+                problems.append(
+                    "metric and metrics are both given and differ: metrics' first entry is the primary "
+                    "metric; drop metric: (or make it equal to metrics[0])"
+                )
+            if len(names) > 1 and self.method == "cmaes":
+                problems.append("method cmaes cannot optimise several metrics; use tpe, random, grid or gp")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.metrics:
+            # The primary objective everywhere a single metric is needed (early stopping, progress, expect).
+            object.__setattr__(self, "metric", self.metrics[0])
         return self
+
+    @property
+    def objectives(self) -> list[MetricConfig]:
+        """What the study optimises: `metrics:` when given, else `[metric]`."""
+        return list(self.metrics) if self.metrics else [self.metric]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def study_dir(self) -> Path:

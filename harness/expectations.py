@@ -12,6 +12,7 @@ Syntax (each key is a metric the task reports, see `harness.config.TASK_METRICS`
 
 Scope:
 - `best` (default): the metrics of the study's best trial (by `metric:`), as recorded when it finished.
+  In a multi-objective study (`metrics:`) that is the Pareto-optimal trial best on the first metric.
 - `all`: every COMPLETE trial must satisfy it (pruned and failed trials have no final metrics and are
   ignored); the report shows the offending trial, or the range over all trials when it passes.
 
@@ -251,8 +252,8 @@ def trial_metrics(trial: Any, objective: str) -> dict[str, float]:
     """A finished trial's final metrics (objective.record stores them), with the objective value added
     when the recipe did not report it under its own name."""
     metrics = dict(trial.user_attrs.get("metrics") or {})
-    if objective not in metrics and trial.value is not None:
-        metrics[objective] = float(trial.value)
+    if objective not in metrics and trial.values:
+        metrics[objective] = float(trial.values[0])
     return metrics
 
 
@@ -261,8 +262,12 @@ def check_study(
 ) -> list[Outcome]:
     from optuna.trial import TrialState
 
+    from harness.study import best_trial
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = trial_metrics(study.best_trial, objective) if complete else None
+    # Multi-objective: the Pareto-optimal trial that is best on the first (primary) metric.
+    best_t = best_trial(study)
+    best = trial_metrics(best_t, objective) if best_t is not None else None
     return check(expectations, best, [(t.number, trial_metrics(t, objective)) for t in complete], smoke)
 
 

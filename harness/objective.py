@@ -5,7 +5,9 @@ The recipe is passed in (`Recipe`), so the study side is tested with a fake reci
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness import monitor, results, search_space, tracking
+from harness import checkpoint, failures, monitor, results, search_space, tracking
 from harness.config import SweepConfig
 from harness.spec import OnEval, TrialResult, TrialSpec
 
@@ -33,29 +35,34 @@ class Objective:
         # One tracker for the whole sweep; SafeTracker inside: tracking can never fail a trial.
         self.tracker = tracking.make_tracker(cfg)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         cfg = self.cfg
+        folder = results.trial_dir(self.study_dir, trial.number)
+        failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
         params = search_space.suggest(trial, cfg.parameters)
-        spec = TrialSpec.build(cfg, params, trial.number, results.trial_dir(self.study_dir, trial.number))
+        spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
         results.write_params(spec)
         self.progress("trial_start", {"trial": trial.number, "params": params})
+        self.skip_duplicate(trial, spec)
         self.tracker.start(spec)
         usage = monitor.ResourceMonitor().start()
 
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
             value = metrics.get(cfg.metric.name)
-            if value is not None and math.isfinite(value):
+            # Optuna cannot report or prune multi-objective trials (trial.report raises there).
+            if value is not None and math.isfinite(value) and not cfg.multi_objective:
                 trial.report(value, step)
             self.progress("eval", {"trial": trial.number, "step": step, "metrics": metrics})
             monitor.record(trial, usage.snapshot())  # live memory figures for `sweep watch`
             self.tracker.log_eval(step, metrics)
-            return trial.should_prune()
+            return not cfg.multi_objective and trial.should_prune()
 
         try:
-            result = self.recipe(spec, on_eval)
+            result = self.run_recipe(trial, spec, on_eval)
         except Exception as e:
-            reason = f"{type(e).__name__}: {e}".strip()[:2000]
+            reason = failures.reason(e)
             trial.set_user_attr("fail_reason", reason)
+            cleanup(spec)
             resources = usage.stop()
             monitor.record(trial, resources)
             results.write_json(
@@ -70,30 +77,123 @@ class Objective:
             self.tracker.finish("FAIL", {**resources})
             self.progress("trial_fail", {"trial": trial.number, "reason": reason})
             raise
-        except BaseException:  # KeyboardInterrupt: Optuna records FAIL; close the run as that too
+        except BaseException:  # Ctrl-C / SIGTERM: Optuna records FAIL; the retry is queued here
             usage.stop()
             self.tracker.finish("FAIL", {})
+            trial.set_user_attr("fail_reason", failures.INTERRUPTED)
+            failures.requeue(trial.study, trial.number, params, trial.user_attrs)
             raise
+        cleanup(spec)
         resources = usage.stop()
         monitor.record(trial, resources)
         record(trial, result)
+        values = objective_values(cfg, result)
+        missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
         if result.pruned:
             state = "PRUNED"
-        elif result.value is None or not math.isfinite(result.value):
+        elif missing:
             state = "FAIL"
-            trial.set_user_attr("fail_reason", f"no finite {cfg.metric.name} was measured")
+            trial.set_user_attr("fail_reason", f"no finite {' or '.join(missing)} was measured")
         else:
             state = "COMPLETE"
         results.write_result(spec, result, state)
         monitor.add_to_metrics_file(spec.output_dir / "metrics.json", resources)
         self.tracker.finish(state, {**result.metrics, **resources})
+        self.keep_adapter(trial, spec, values[0] if state == "COMPLETE" else None)
         if result.pruned:
             self.progress("trial_pruned", {"trial": trial.number, "step": result.steps_run})
             raise optuna.TrialPruned(f"pruned at step {result.steps_run}")
         if state == "FAIL":
             raise TrialFailed(trial.user_attrs["fail_reason"])
-        self.progress("trial_end", {"trial": trial.number, "value": result.value, "result": result})
-        return float(result.value)  # type: ignore[arg-type]
+        self.progress(
+            "trial_end", {"trial": trial.number, "value": values[0], "values": values, "result": result}
+        )
+        return tuple(values) if cfg.multi_objective else values[0]  # type: ignore[return-value]
+
+    def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
+        """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
+        if "retry_of" in trial.user_attrs:
+            return
+        dup = failures.duplicate_of_failed(trial.study, spec.params, trial.number)
+        if dup is None:
+            return
+        why = f"duplicate of failed trial {dup}"
+        trial.set_user_attr("fail_reason", why)
+        results.write_json(spec.output_dir / "metrics.json", {"state": "FAIL", "fail_reason": why})
+        self.progress("trial_fail", {"trial": trial.number, "reason": why})
+        raise TrialFailed(why)
+
+    def run_recipe(self, trial: optuna.Trial, spec: TrialSpec, on_eval: OnEval) -> TrialResult:
+        """An out-of-memory config is retried once, in the same trial, with half the per-device batch and
+        twice the accumulation (same effective batch); recorded as user attr oom_retry."""
+        try:
+            return self.recipe(spec, on_eval)
+        except Exception as e:
+            smaller = failures.halve_batch(spec.training) if failures.is_oom(e) else None
+            if smaller is None:
+                raise
+        # Outside the except block, so the failed attempt's traceback (and its tensors) are released.
+        trial.set_user_attr("oom_retry", smaller)
+        _free_memory()
+        checkpoint.remove(spec.output_dir / "checkpoint")
+        training = spec.training.model_copy(update=smaller)
+        return self.recipe(dataclasses.replace(spec, training=training, resume_from=None), on_eval)
+
+    def keep_adapter(self, trial: optuna.Trial, spec: TrialSpec, value: float | None) -> None:
+        """The best COMPLETE trial's adapter becomes results/<study>/best-adapter/; others are deleted."""
+        adapter = spec.output_dir / "adapter"
+        if not adapter.exists():
+            return
+        study = trial.study
+        better = False
+        if value is not None and len(study.directions) == 1:
+            done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            best = (max if maximize else min)(done) if done else None  # type: ignore[type-var]
+            better = best is None or (value > best if maximize else value < best)
+        if better:
+            info = {"trial": trial.number, "value": value, "params": spec.params}
+            checkpoint.keep_best_adapter(self.study_dir, adapter, info)
+        else:
+            shutil.rmtree(adapter, ignore_errors=True)
+
+
+def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
+    """A retry of an interrupted trial keeps its seed and continues from its checkpoint (failures.py)."""
+    attrs = trial.user_attrs
+    seed = int(attrs.get("seed", spec.seed))
+    trial.set_user_attr("seed", seed)
+    resume = attrs.get("resume_from")
+    return dataclasses.replace(spec, seed=seed, resume_from=Path(resume) if resume else None)
+
+
+def cleanup(spec: TrialSpec) -> None:
+    """A trial that ended (not interrupted) needs no checkpoint, nor the one it resumed from."""
+    checkpoint.remove(spec.output_dir / "checkpoint")
+    checkpoint.remove(spec.resume_from)
+
+
+def _free_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def objective_values(cfg: SweepConfig, result: TrialResult) -> list[float | None]:
+    """The trial's value(s). One objective: the best value seen at any eval (result.value). Several: each
+    metric as finally measured with the best adapter (the primary's best eval), so they belong together."""
+    if not cfg.multi_objective:
+        ok = result.value is not None and math.isfinite(result.value)
+        return [float(result.value) if ok else None]  # type: ignore[arg-type]
+    out: list[float | None] = []
+    for i, m in enumerate(cfg.objectives):
+        v = result.metrics.get(m.name, result.value if i == 0 else None)
+        out.append(float(v) if v is not None and math.isfinite(v) else None)
+    return out
 
 
 def record(trial: optuna.Trial, result: TrialResult) -> None:
@@ -103,6 +203,9 @@ def record(trial: optuna.Trial, result: TrialResult) -> None:
     trial.set_user_attr("steps_run", result.steps_run)
     trial.set_user_attr("duration_s", round(result.duration_s, 3))
     trial.set_user_attr("stopped_early", result.stopped_early)
+    if result.before_metrics:
+        before = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
+        trial.set_user_attr("before_metrics", before)
     if result.pruned:
         trial.set_user_attr("pruned_at", result.steps_run)
 

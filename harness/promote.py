@@ -94,7 +94,8 @@ def write_export(path: Path, data: dict[str, Any], header: str) -> None:
 
 def export_header(study: optuna.Study, best: FrozenTrial, metric: str) -> str:
     return (
-        f"# Best trial {best.number} of study {study.study_name!r}: {metric} = {best.value:.6g}\n"
+        f"# Best trial {best.number} of study {study.study_name!r}: "
+        f"{metric} = {st.primary_value(best):.6g}\n"
         "# Exported by `sweep best --export`. `sweep train` on this file runs one full fine-tune with the\n"
         "# `train:` budget; `parameters:` holds the same values as constants, so it is also a sweep file.\n"
     )
@@ -106,7 +107,7 @@ def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path
     )
     table.add_column("key")
     table.add_column("value")
-    table.add_row(metric, f"{best.value:.6g}")
+    table.add_row(metric, f"{st.primary_value(best):.6g}")
     for name, value in best.params.items():
         table.add_row(name, _fmt(value))
     for name, value in (best.user_attrs.get("metrics") or {}).items():

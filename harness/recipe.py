@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
+from harness import checkpoint
 from harness import fixtures as fx
 from harness.config import LOSS_METRICS
+from harness.failures import NonFiniteLoss
 from harness.spec import OnEval, TrialResult, TrialSpec
 
 
@@ -91,6 +93,22 @@ class EvalLoop(TrainerCallback):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_evals = 0
         self.pruned = self.stopped_early = False
+        self.trainer: Any = None  # set by finetune: checkpoints need the optimizer, scheduler and state
+        self.checkpoint_dir = spec.output_dir / "checkpoint" if spec.number >= 0 else None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "train_log": self.train_log,
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+        }
+
+    def load_state(self, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+        self.history, self.train_log = state["history"], state["train_log"]
+        self.best, self.best_step, self.bad_evals = state["best"], state["best_step"], state["bad_evals"]
+        self.best_state = best_state
 
     def improved(self, value: float) -> bool:
         if self.best is None:
@@ -101,6 +119,9 @@ class EvalLoop(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
         if logs:
             self.train_log.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()}})
+            loss = logs.get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise NonFiniteLoss(f"non-finite loss at step {state.global_step}")
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
         step = state.global_step
@@ -108,6 +129,8 @@ class EvalLoop(TrainerCallback):
             return
         metrics = evaluate(model, self.fx, self.spec, generate=self.generate_each_eval)[0]
         metrics["step"] = step
+        if not math.isfinite(metrics["eval_loss"]):
+            raise NonFiniteLoss(f"non-finite loss at step {step} (eval_loss {metrics['eval_loss']})")
         self.history.append(metrics)
         value = metrics.get(self.metric, math.nan)
         if math.isfinite(value) and self.improved(value):
@@ -120,6 +143,10 @@ class EvalLoop(TrainerCallback):
             self.stopped_early = control.should_training_stop = True
         if self.on_eval(step, metrics):
             self.pruned = control.should_training_stop = True
+        if self.checkpoint_dir is not None and self.trainer is not None and not control.should_training_stop:
+            if step < state.max_steps:
+                adapter = adapter_state(model)
+                checkpoint.save(self.checkpoint_dir, self.trainer, adapter, self.best_state, self.state())
 
 
 def adapter_state(model: Any) -> dict[str, torch.Tensor]:
@@ -172,6 +199,30 @@ def score(
     return metrics, evidence
 
 
+def compare_with_base(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generations: list[dict[str, Any]]
+) -> dict[str, float]:
+    """The same generation rows with the adapter disabled (= the untrained base): adds
+    `prediction_before` and `before_<score>` to each row of `generations` (in place) and returns the
+    base's corpus metrics, so a user sees what tuning changed."""
+    with model.disable_adapter():
+        before, rows = score(model, fixtures, spec, fixtures.generation_rows)
+    for row, base in zip(generations, rows, strict=True):
+        row["prediction_before"] = base["prediction"]
+        same = ("prompt", "reference", "prediction", "price_true")
+        row.update({f"before_{k}": v for k, v in base.items() if k not in same})
+    return before
+
+
+def baseline_metrics(fixtures: fx.Fixtures, spec: TrialSpec) -> dict[str, float]:
+    """The untrained base on the trials' eval subset (loss metrics) and generation rows, measured once
+    per study. Only forward passes and generate: never state_dict() on the shared 4-bit base
+    (see adapter_state)."""
+    fixtures.model.eval()
+    metrics, _ = evaluate(fixtures.model, fixtures, spec, generate=spec.sweep.evaluation.samples > 0)
+    return metrics
+
+
 def test_metrics(
     model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
 ) -> dict[str, float]:
@@ -204,6 +255,7 @@ def finetune(
     start = time.perf_counter()
     set_seed(spec.seed)  # LoRA init and dropout depend on it: same spec -> same result
     model = get_peft_model(fixtures.model, lora_config(spec))
+    resume = checkpoint.find(spec.resume_from)
     try:
         loop = EvalLoop(spec, fixtures, on_eval or (lambda step, metrics: False))
         trainer = SFTTrainer(
@@ -214,16 +266,27 @@ def finetune(
             callbacks=[loop],
         )
         trainer.remove_callback(PrinterCallback)  # our progress lines replace its raw dict prints
-        trainer.train()
+        loop.trainer = trainer
+        if resume is not None:
+            # Our adapter file, copied into the parameters; the Trainer's own model loading would go
+            # through load_state_dict on the 4-bit base. It still restores optimizer, scheduler, RNG and
+            # step from the checkpoint, and skips the batches already trained on.
+            restore_adapter(model, checkpoint.load_tensors(resume) or {})
+            loop.load_state(checkpoint.load_loop(resume), checkpoint.load_tensors(resume, checkpoint.BEST))
+            trainer._load_from_checkpoint = lambda *a, **k: None
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
         if loop.best_state is not None:
             restore_adapter(model, loop.best_state)
         best_entry = next((h for h in loop.history if h["step"] == loop.best_step), {})
         metrics = {k: v for k, v in best_entry.items() if k != "step"}
         generations: list[dict[str, Any]] = []
+        before_metrics: dict[str, float] = {}
         if not loop.pruned and fixtures.generation_rows:
             gen_metrics, generations = score(model, fixtures, spec, fixtures.generation_rows)
             metrics.update(gen_metrics)
+            if spec.sweep.evaluation.compare_base:
+                before_metrics = compare_with_base(model, fixtures, spec, generations)
         if test_rows:
             metrics.update(test_metrics(model, fixtures, spec, test_rows))
         if save_adapter_to is not None:
@@ -241,6 +304,7 @@ def finetune(
             stopped_early=loop.stopped_early,
             generations=generations,
             train_log=loop.train_log,
+            before_metrics=before_metrics,
         )
     finally:
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.

@@ -64,7 +64,7 @@ class StudyData:
 
     @property
     def goal(self) -> str:
-        return self.study.direction.name.lower()
+        return st.goals(self.study)[0]
 
     @property
     def task(self) -> str:
@@ -85,21 +85,21 @@ class StudyData:
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials best first, then pruned, running, failed; ties by trial number."""
-    sign = -1.0 if study.direction.name.lower() == "maximize" else 1.0
+    sign = -1.0 if st.goals(study)[0] == "maximize" else 1.0
+    pareto = st.pareto_numbers(study)  # multi-objective: Pareto-optimal trials first, then by metrics[0]
 
-    def key(t: FrozenTrial) -> tuple[int, float, int]:
-        value = sign * t.value if t.value is not None else math.inf
-        return (STATE_RANK.get(t.state, 4), value, t.number)
+    def key(t: FrozenTrial) -> tuple[int, bool, float, int]:
+        v = st.primary_value(t)
+        value = sign * v if v is not None else math.inf
+        return (STATE_RANK.get(t.state, 4), t.number not in pareto, value, t.number)
 
     return sorted(study.get_trials(deepcopy=False), key=key)
 
 
 def best_of(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial (the lowest number among equals), without study.best_trial's exception."""
-    first = next(iter(ranked_trials(study)), None)
-    if first is None or first.state != TrialState.COMPLETE or first.value is None:
-        return None
-    return first
+    """The best complete trial (the lowest number among equals), without study.best_trial's exception.
+    Multi-objective: the Pareto-optimal trial best on the first metric (see study.best_trial)."""
+    return st.best_trial(study)
 
 
 def load_study_data(target: str, results_dir: str = "results", storage: str | None = None) -> StudyData:
@@ -180,7 +180,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     for t in trials:
         attrs = t.user_attrs
         metrics = attrs.get("metrics") or {}
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": t.value}
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": st.primary_value(t)}
         row.update({f"param_{p}": t.params.get(p) for p in params})
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
         row.update({c: attrs.get(c) for c in STEP_COLUMNS})
@@ -190,6 +190,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["fail_reason"] = attrs.get("fail_reason") if t.state == TrialState.FAIL else None
         rows.append(row)
     frame = pd.DataFrame(rows, columns=columns)
+    if st.is_multi(study):  # which trials are on the Pareto front (no trial is "the" best)
+        pareto = st.pareto_numbers(study)
+        frame.insert(3, "pareto", [n in pareto for n in frame["number"]])
     return _typed(frame, [f"param_{p}" for p in params], list(metric_cols.values()), resources)
 
 
@@ -230,6 +233,11 @@ def _ordered(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _primary_target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
+    """optuna.visualization/importance need `target=` for a multi-objective study: use metrics[0]."""
+    return (lambda t: t.values[0]) if st.is_multi(study) else None
+
+
 def best_first(data: StudyData) -> pd.DataFrame:
     """The trials table in report order (see ranked_trials)."""
     order = [t.number for t in data.ranked()]
@@ -246,7 +254,9 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     optuna's default evaluator (PED-ANOVA) needs no extra packages; with few trials its ranking is rough,
     and the note says so rather than presenting noise as a finding."""
     complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if st.primary_value(t) is not None
     ]
     if len(complete) < 2:
         return {}, f"parameter importances need at least 2 complete trials; this study has {len(complete)}"
@@ -257,12 +267,14 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
             {},
             "every complete trial used the same parameter values, so no parameter can explain a difference",
         )
-    if len({t.value for t in complete}) < 2:
+    if len({st.primary_value(t) for t in complete}) < 2:
         return {}, "every complete trial reached the same value, so no parameter made a difference"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "few trials" warnings: the note below says it once, plainly
-            importances = optuna.importance.get_param_importances(study, params=varying)
+            importances = optuna.importance.get_param_importances(
+                study, params=varying, target=_primary_target(study)
+            )
     except Exception as e:  # noqa: BLE001 - a report without importances beats no report
         return {}, f"parameter importances could not be computed: {type(e).__name__}: {e}"
     importances = {k: float(v) for k, v in importances.items() if math.isfinite(v)}
@@ -290,7 +302,7 @@ def eval_curve(data: StudyData, t: FrozenTrial, key: str = "eval_loss") -> tuple
 
 def trial_label(data: StudyData, t: FrozenTrial, with_study: bool = False) -> str:
     head = f"{data.name} " if with_study else ""
-    value = f" {data.metric} {t.value:.4g}" if t.value is not None else ""
+    value = f" {data.metric} {st.primary_value(t):.4g}" if st.primary_value(t) is not None else ""
     return f"{head}trial {t.number} ({t.state.name.lower()}{value})"
 
 
@@ -348,7 +360,7 @@ def best_text(data: StudyData) -> str:
         return "no complete trial yet"
     step = best.user_attrs.get("best_step")
     at = f" at step {step}" if step is not None else ""
-    return f"trial {best.number}: {data.metric} = {best.value:.6g}{at}"
+    return f"trial {best.number}: {data.metric} = {st.primary_value(best):.6g}{at}"
 
 
 def print_summary(data: StudyData, console: Console, importances: dict[str, float], why: str) -> None:
@@ -376,12 +388,23 @@ def print_summary(data: StudyData, console: Console, importances: dict[str, floa
         console.print(f"[dim]{why}[/]" if importances else f"parameter importances: {why}")
 
 
+def _objectives_text(data: StudyData) -> str:
+    if not st.is_multi(data.study):
+        return f"{data.metric} ({data.goal})"
+    pairs = zip(st.metric_names(data.study), st.goals(data.study), strict=True)
+    names = ", ".join(f"{n} ({g})" for n, g in pairs)
+    return (
+        f"{names}: multi-objective, {len(st.pareto_numbers(data.study))} Pareto-optimal trial(s); "
+        f"'best' is the Pareto-optimal trial best on {data.metric}, plots show {data.metric} only"
+    )
+
+
 def summary_frame(data: StudyData) -> pd.DataFrame:
     """The few facts at the top of every report: where, what, how many, who won."""
     best = data.best()
     rows = [
         ("storage", st.mask_url(data.url)),
-        ("metric", f"{data.metric} ({data.goal})"),
+        ("metric", _objectives_text(data)),
         ("task", data.task),
         ("trials", counts_text(counts_by_state(data))),
         ("best", best_text(data)),
@@ -431,8 +454,10 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
     best = data.best()
     none_yet = plots.note("no complete trial yet: nothing to plot")
 
+    target = _primary_target(data.study)
+
     def optuna_plot(fn: Callable[..., Any]) -> Callable[[], Any]:
-        return lambda: fn(data.study, target_name=data.metric) if complete else none_yet
+        return lambda: fn(data.study, target=target, target_name=data.metric) if complete else none_yet
 
     sections = [
         Section("trials", "Trials (best first)", plots.table_html(best_first(data))),
@@ -444,6 +469,7 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
             "parallel-coordinates", "Parallel coordinates", optuna_plot(vis.plot_parallel_coordinate)
         ),
         plots.plot_section("slice-plots", "Slice plots", lambda: _slice_plot(data, complete)),
+        *([_pareto_section(data, complete)] if st.is_multi(data.study) else []),
         plots.plot_section(
             "learning-curves",
             "Eval-loss learning curves",
@@ -470,10 +496,26 @@ def _slice_plot(data: StudyData, complete: list[FrozenTrial]) -> Any:
 
     if not complete:
         return plots.note("no complete trial yet: nothing to plot")
-    fig = vis.plot_slice(data.study, target_name=data.metric)
+    fig = vis.plot_slice(data.study, target=_primary_target(data.study), target_name=data.metric)
     n_params = len({p for t in complete for p in t.params})
     fig.update_layout(width=max(900, 260 * n_params))  # one panel per parameter; the section scrolls sideways
     return fig
+
+
+def _pareto_section(data: StudyData, complete: list[FrozenTrial]) -> Section:
+    """Multi-objective studies: the Pareto front (the other plots show the first metric only)."""
+    from optuna import visualization as vis
+
+    names = st.metric_names(data.study)
+
+    def draw() -> Any:
+        if not complete:
+            return plots.note("no complete trial yet: nothing to plot")
+        return vis.plot_pareto_front(data.study, target_names=names) if len(names) <= 3 else plots.note(
+            "more than 3 objectives: see the pareto column of the trials table"
+        )
+
+    return plots.plot_section("pareto-front", f"Pareto front ({', '.join(names)})", draw)
 
 
 def _importance_section(importances: dict[str, float], why: str) -> Section:
@@ -600,7 +642,7 @@ def compare_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
             "trials": sum(counts.values()),
             **{s.lower(): counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
             "best_trial": best.number if best else None,
-            "best_value": best.value if best else None,
+            "best_value": st.primary_value(best) if best else None,
             "best_step": best.user_attrs.get("best_step") if best else None,
         }
         row.update({f"param_{k}": v for k, v in (best.params if best else {}).items()})
@@ -613,7 +655,7 @@ def distribution_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
     """The objective over complete trials, per study: count, mean, std, min, quartiles, max."""
     stats = []
     for d in datas:
-        values = pd.Series([t.value for t in d.trials((TrialState.COMPLETE,))], dtype="float64")
+        values = pd.Series([st.primary_value(t) for t in d.trials((TrialState.COMPLETE,))], dtype="float64")
         desc = values.describe()
         stats.append({"study": d.name, "metric": d.metric, **{k: desc.get(k) for k in desc.index}})
     return pd.DataFrame(stats)
@@ -640,7 +682,7 @@ def compare_markdown(datas: Sequence[StudyData]) -> str:
 def compare_html(datas: Sequence[StudyData]) -> str:
     metrics = {d.metric for d in datas}
     y_title = metrics.pop() if len(metrics) == 1 else "objective (metrics differ per study)"
-    values = {d.name: [t.value for t in d.trials((TrialState.COMPLETE,))] for d in datas}
+    values = {d.name: [st.primary_value(t) for t in d.trials((TrialState.COMPLETE,))] for d in datas}
 
     def best_curves() -> Any:
         curves = []
@@ -799,7 +841,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
     lines.append(f"  trials: {view.finished}{total} finished; " + (", ".join(parts) or "none yet"))
     if view.best is not None:
         lines.append(
-            f"  best: trial {view.best.number}  {view.metric} {view.best.value:.6g}  "
+            f"  best: trial {view.best.number}  {view.metric} {st.primary_value(view.best):.6g}  "
             + params_text(view.best.params)
         )
     else:
@@ -857,8 +899,8 @@ def list_table(found: list[tuple[str, list[optuna.Study] | StorageError]]) -> Ta
                 st.mask_url(url),
                 str(sum(counts.values())),
                 *(str(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")),
-                f"{metric} ({study.direction.name.lower()})",
-                f"{best.value:.6g} (#{best.number})" if best else "-",
+                f"{metric} ({st.goals(study)[0]})",
+                f"{st.primary_value(best):.6g} (#{best.number})" if best else "-",
             )
     return table
 
@@ -909,7 +951,7 @@ def _compare(
             d.name,
             f"{d.metric} ({d.goal})",
             counts_text(counts_by_state(d)),
-            f"{best.value:.6g}" if best else "-",
+            f"{st.primary_value(best):.6g}" if best else "-",
             str(best.number) if best else "-",
         )
     console.print(table)

@@ -18,6 +18,7 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from harness import comparison, failures
 from harness import study as st
 from harness.config import SweepConfig
 from harness.errors import HarnessError
@@ -36,13 +37,17 @@ class RunOutcome:
 def real_recipe(cfg: SweepConfig) -> Recipe:
     """Bind the session fixtures once; every trial of every sweep in this process reuses them."""
     from harness import fixtures
-    from harness.recipe import finetune
+    from harness.recipe import baseline_metrics, finetune
 
     shared = fixtures.get(cfg)
 
     def run(spec: TrialSpec, on_eval: OnEval) -> TrialResult:
-        return finetune(spec, shared, on_eval)
+        # The adapter is saved for the objective, which keeps the best one as results/<study>/best-adapter.
+        adapter = spec.output_dir / "adapter" if spec.number >= 0 else None
+        return finetune(spec, shared, on_eval, save_adapter_to=adapter)
 
+    # run_sweep measures the untrained base once per study through this (a fake recipe may offer one too).
+    run.baseline = lambda: baseline_metrics(shared, TrialSpec.build(cfg, {}, -1, cfg.study_dir))  # type: ignore[attr-defined]
     return run
 
 
@@ -50,6 +55,8 @@ def quiet_libraries() -> None:
     """Trial output is ours; library chatter at 2 a.m. hides it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # An interrupted trial is not a failure to explain: no traceback for Ctrl-C / SIGTERM.
+    logging.getLogger("optuna.study._optimize").addFilter(_not_an_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -81,16 +88,30 @@ def run_sweep(
         recipe = real_recipe(cfg)
     optuna_storage = st.open_storage(url)
     study = st.open_study(cfg, optuna_storage, url)
-    done = st.count(study)
+    recovered = failures.recover_interrupted(study)
+    if recovered:
+        console.print(
+            f"{cfg.name}: trial(s) {', '.join(map(str, recovered))} were interrupted; "
+            "retrying with the same params from their last checkpoint"
+        )
+    done = failures.done(study)  # interrupted trials do not use up the budget (failures.py)
     remaining = max(0, cfg.budget.n_trials - done)
     console.print(
         f"[bold]{cfg.name}[/]: {done} finished trial(s) in {st.mask_url(url)}; "
         f"running {remaining} more (n_trials={cfg.budget.n_trials}, metric={cfg.metric.name} {cfg.metric.goal})"
     )
+    if cfg.multi_objective:
+        goals = ", ".join(f"{m.name} {m.goal}" for m in cfg.objectives)
+        console.print(
+            f"{cfg.name}: multi-objective study ({goals}): pruning and intermediate reports are off "
+            "(Optuna cannot prune multi-objective trials); Pareto-optimal trials are marked ★"
+        )
     stopper = StopAfterFailures(cfg.budget.max_failures)
     display = ProgressPrinter(cfg, console, first=done, total=cfg.budget.n_trials)
-    if st.count(study, (optuna.trial.TrialState.COMPLETE,)):
-        display.best = study.best_value
+    best = st.best_trial(study)
+    if best is not None:
+        display.best = st.primary_value(best)
+    measure_baseline(study, recipe, remaining, console)
     ran = 0
     if remaining:
         objective = Objective(cfg, recipe, progress=display)
@@ -98,7 +119,25 @@ def run_sweep(
         before = len(study.trials)
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper])
         ran = len(study.trials) - before
+    for line in comparison.summary_lines(cfg, study, st.best_trial(study)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return RunOutcome(study, ran, stopper.tripped, time.perf_counter() - start)
+
+
+def measure_baseline(study: optuna.Study, recipe: Recipe, remaining: int, console: Console) -> None:
+    """The untrained base's metrics, once per study (study user attr `baseline_metrics`)."""
+    baseline = getattr(recipe, "baseline", None)
+    if baseline is None or not remaining or "baseline_metrics" in study.user_attrs:
+        return
+    metrics = comparison.finite(baseline())
+    study.set_user_attr("baseline_metrics", metrics)
+    if "eval_loss" in metrics:
+        console.print(f"{study.study_name}: untrained base eval_loss {metrics['eval_loss']:.4g}")
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[0] if record.exc_info else None
+    return not (exc is not None and issubclass(exc, KeyboardInterrupt))
 
 
 class ProgressPrinter:
@@ -130,8 +169,12 @@ class ProgressPrinter:
                     self.best = v
                 r = data["result"]
                 how = " (early stop)" if r.stopped_early else ""
+                values = data.get("values") or [v]
+                shown = "  ".join(
+                    f"{m.name} {_fmt(x)}" for m, x in zip(self.cfg.objectives, values, strict=False)
+                )
                 self.console.print(
-                    f"{tag} [green]done[/]  {name} {_fmt(v)} at step {r.best_step}/{r.steps_run}{how}  "
+                    f"{tag} [green]done[/]  {shown} at step {r.best_step}/{r.steps_run}{how}  "
                     f"{r.duration_s:.1f}s"
                 )
             elif event == "trial_pruned":
@@ -165,22 +208,37 @@ def _fmt(v: Any) -> str:
 
 
 def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None = None) -> Table:
-    """All trials, best first (by the objective); pruned and failed after the complete ones."""
+    """All trials, best first (by the objective); pruned and failed after the complete ones.
+
+    Multi-objective studies get one column per objective and a ★ on Pareto-optimal trials, which come
+    first (then by the primary metric); `metric`/`goal` then name the primary one."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({p for t in trials for p in t.params})
+    multi = st.is_multi(study)
+    names = st.metric_names(study) if multi else [metric]
+    goal = st.goals(study)[0] if multi else goal
+    pareto = st.pareto_numbers(study)
     sign = -1 if goal == "maximize" else 1
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
 
-    def key(t: optuna.trial.FrozenTrial) -> tuple[int, float, int]:
-        value = t.value if t.value is not None else math.inf * sign
-        return (order.get(t.state, 4), sign * value, t.number)
+    def key(t: optuna.trial.FrozenTrial) -> tuple[int, int, float, int]:
+        v = st.primary_value(t)
+        value = v if v is not None else math.inf * sign
+        return (order.get(t.state, 4), t.number not in pareto, sign * value, t.number)
 
-    table = Table(title=f"{study.study_name}: trials by {metric} ({goal})", title_justify="left")
+    title = f"{study.study_name}: trials by {metric} ({goal})"
+    if multi:
+        objectives = ", ".join(f"{n} ({g})" for n, g in zip(names, st.goals(study), strict=True))
+        title = f"{study.study_name}: {objectives}; ★ = Pareto-optimal"
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("state")
-    table.add_column(metric, justify="right")
+    if multi:
+        table.add_column("pareto", justify="center")
+    for n in names:
+        table.add_column(n, justify="right")
     table.add_column("steps", justify="right")
     table.add_column("s", justify="right")
     for p in param_names:
@@ -188,10 +246,12 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
     for t in sorted(trials, key=key)[:limit]:
         steps = t.user_attrs.get("steps_run")
         dur = t.user_attrs.get("duration_s")
+        values = t.values or []
         table.add_row(
             str(t.number),
             t.state.name.lower(),
-            _fmt(t.value) if t.value is not None else "-",
+            *(["★" if t.number in pareto else ""] if multi else []),
+            *(_fmt(values[i]) if i < len(values) else "-" for i in range(len(names))),
             str(steps) if steps is not None else "-",
             f"{dur:.0f}" if dur is not None else "-",
             *(_fmt(t.params.get(p, "-")) for p in param_names),

@@ -25,6 +25,8 @@ class TrialSpec:
     sweep: SweepConfig
     output_dir: Path
     seed: int
+    resume_from: Path | None = None
+    """A checkpoint folder (harness.checkpoint) to continue from: set on the retry of an interrupted trial."""
 
     @classmethod
     def build(cls, sweep: SweepConfig, params: dict[str, Any], number: int, output_dir: Path) -> TrialSpec:
@@ -59,6 +61,9 @@ class TrialResult:
     """Prompt, reference, prediction and per-row scores of the final generation pass."""
     train_log: list[dict[str, float]] = field(default_factory=list)
     """Trainer log lines (loss, learning rate, grad norm) by step."""
+    before_metrics: dict[str, float] = field(default_factory=dict)
+    """Generation metrics of the untrained base (adapter disabled) on the same rows as `metrics`
+    (evaluation.compare_base); the per-row `prediction_before` is in `generations`."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -47,7 +47,9 @@ def check_url(url: str) -> None:
             "postgresql://user:pass@host/db, mysql://..., or journal:path/study.log"
         )
     if scheme == "sqlite" and not url.startswith("sqlite:///"):
-        raise StorageError(f"storage {url!r}: a SQLite URL has three slashes: sqlite:///path/study.db")
+        raise StorageError(
+            f"storage {mask_url(url)!r}: a SQLite URL has three slashes: sqlite:///path/study.db"
+        )
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
@@ -77,7 +79,16 @@ def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStor
                 path.parent.mkdir(parents=True, exist_ok=True)
             elif not path.exists():
                 raise StorageError(f"no study database at {path}")
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        from harness.failures import RetryStale
+
+        # Several workers on one RDB: a worker that dies is noticed by its heartbeat, and its trial is
+        # re-queued with the same params (failures.py; a single worker's kill is noticed sooner there).
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=120,
+            heartbeat_stale_trial_callback=RetryStale(max_retry=3),
+        )
     except StorageError:
         raise
     except PermissionError as e:
@@ -115,7 +126,7 @@ def make_sampler(cfg: SweepConfig, n_existing: int) -> optuna.samplers.BaseSampl
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
     """Intermediate values are reported at the training step, so resources are counted in steps."""
     p, b = cfg.early_terminate, cfg.budget
-    if p.type == "none":
+    if p.type == "none" or cfg.multi_objective:  # Optuna cannot prune multi-objective trials
         return optuna.pruners.NopPruner()
     if p.type == "median":
         return optuna.pruners.MedianPruner(
@@ -131,7 +142,10 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
 def fingerprint(cfg: SweepConfig) -> str:
     """What a study must keep to be resumed meaningfully: its search space and objective."""
     space = {k: repr(v) for k, v in sorted(search_space.distributions(cfg.parameters).items())}
-    body = json.dumps({"space": space, "metric": cfg.metric.model_dump()}, sort_keys=True)
+    what: dict[str, Any] = {"space": space, "metric": cfg.metric.model_dump()}
+    if cfg.multi_objective:  # single-objective fingerprints stay as they were (existing studies resume)
+        what["objectives"] = [m.model_dump() for m in cfg.objectives]
+    body = json.dumps(what, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -152,12 +166,17 @@ def open_study(cfg: SweepConfig, storage: optuna.storages.BaseStorage, url: str)
         storage=storage,
         sampler=make_sampler(cfg, 0),
         pruner=make_pruner(cfg),
-        direction=cfg.metric.goal,
+        directions=[m.goal for m in cfg.objectives],
     )
     study.set_user_attr("fingerprint", fingerprint(cfg))
     study.set_user_attr("metric", cfg.metric.name)
+    if cfg.multi_objective:
+        study.set_user_attr("metrics", [m.name for m in cfg.objectives])
     study.set_user_attr("task", cfg.task)
-    study.set_user_attr("config", cfg.model_dump(mode="json", exclude={"parameters"}))
+    config = cfg.model_dump(mode="json", exclude={"parameters"})
+    if config.get("storage"):  # stored, exported and shown by reports: never with a password
+        config["storage"] = mask_url(config["storage"])
+    study.set_user_attr("config", config)
     return study
 
 
@@ -165,11 +184,16 @@ def check_resumable(cfg: SweepConfig, study: optuna.Study, url: str) -> None:
     attrs = study.user_attrs
     new_name = f"{cfg.name}-v2"
     how = f"start a new study with `name={new_name}` (or a new name: in the sweep file), or delete the study"
-    if attrs.get("metric") not in (None, cfg.metric.name) or study.direction.name.lower() != cfg.metric.goal:
+    have = list(zip(metric_names(study), goals(study), strict=True))
+    want = [(m.name, m.goal) for m in cfg.objectives]
+    # A study not created by harness has no metric names: its directions must still match.
+    same_names = attrs.get("metric") is None or [n for n, _ in have] == [n for n, _ in want]
+    if not same_names or [g for _, g in have] != [g for _, g in want]:
+        shown = ", ".join(f"{n} ({g})" for n, g in have)
+        asked = ", ".join(f"{n} ({g})" for n, g in want)
         raise StorageError(
-            f"study {cfg.name!r} in {mask_url(url)} optimises {attrs.get('metric')} "
-            f"({study.direction.name.lower()}), but the sweep file asks for {cfg.metric.name} "
-            f"({cfg.metric.goal}); {how}"
+            f"study {cfg.name!r} in {mask_url(url)} optimises {shown}, "
+            f"but the sweep file asks for {asked}; {how}"
         )
     if attrs.get("fingerprint") not in (None, fingerprint(cfg)):
         raise StorageError(
@@ -187,10 +211,53 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     by_state: dict[str, int] = {}
     for t in trials:
         by_state[t.state.name] = by_state.get(t.state.name, 0) + 1
-    best = None
-    if any(t.state == TrialState.COMPLETE for t in trials):
-        best = study.best_trial
-    return {"n": len(trials), "by_state": by_state, "best": best}
+    return {"n": len(trials), "by_state": by_state, "best": best_trial(study)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Single- and multi-objective studies read the same way. A multi-objective study has no study.direction,
+# trial.value or study.best_trial (Optuna raises); these helpers give the primary (first) objective's view.
+
+
+def is_multi(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def goals(study: optuna.Study) -> list[str]:
+    return [d.name.lower() for d in study.directions]
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    """The objectives' metric names, in order (user attrs written by open_study)."""
+    attrs = study.user_attrs
+    names = attrs.get("metrics") or [attrs.get("metric") or "value"]
+    if len(names) != len(study.directions):
+        names = [f"value_{i}" for i in range(len(study.directions))]
+    return list(names)
+
+
+def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """trial.value for one objective; the first objective's value for several."""
+    values = trial.values
+    return float(values[0]) if values else None
+
+
+def pareto_numbers(study: optuna.Study) -> set[int]:
+    """Trial numbers on the Pareto front (empty for a single-objective study)."""
+    if not is_multi(study):
+        return set()
+    return {t.number for t in study.best_trials}
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial, or None. Multi-objective: among the Pareto-optimal trials, the best by
+    the first (primary) metric, lowest trial number on ties."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    if not complete:
+        return None
+    candidates = [t for t in complete if t.number in pareto_numbers(study)] if is_multi(study) else complete
+    sign = -1.0 if goals(study)[0] == "maximize" else 1.0
+    return min(candidates or complete, key=lambda t: (sign * t.values[0], t.number))
 
 
 def locate(target: str, results_dir: str = "results", storage: str | None = None) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness import study as st
 from harness.errors import HarnessError
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -131,7 +132,7 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
     config = attrs.get("config") or {}
     budget = config.get("budget") or {}
     metric = attrs.get("metric") or (config.get("metric") or {}).get("name") or "value"
-    goal = study.direction.name.lower()
+    goal = st.goals(study)[0]
     trials = study.get_trials(deepcopy=False)
 
     counts: dict[str, int] = {}
@@ -154,10 +155,10 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
             )
         )
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and st.primary_value(t) is not None]
     best = None
     if complete:
-        best = (max if goal == "maximize" else min)(complete, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
+        best = st.best_trial(study)  # multi-objective: the Pareto-optimal trial best on the first metric
 
     finished = [t for t in trials if t.state in FINISHED]
     durations = [d for d in (duration_s(t) for t in finished) if d is not None]
@@ -213,7 +214,9 @@ def render(view: View, interval: float | None = None) -> RenderableType:
         params = "  ".join(f"{k}={_num(v)}" for k, v in b.params.items())
         lines.append(
             Text.assemble(
-                "best  ", (f"{view.metric} {_num(b.value)}", "bold green"), f"  trial {b.number}  {params}"
+                "best  ",
+                (f"{view.metric} {_num(st.primary_value(b))}", "bold green"),
+                f"  trial {b.number}  {params}",
             )
         )
     else:
@@ -254,7 +257,7 @@ def render(view: View, interval: float | None = None) -> RenderableType:
             table.add_row(
                 str(t.number),
                 Text(t.state.name.lower(), style=style.get(t.state.name, "")),
-                _num(t.value) if t.value is not None else "-",
+                _num(st.primary_value(t)) if st.primary_value(t) is not None else "-",
                 str(a.get("steps_run", "-")),
                 fmt_duration(duration_s(t)),
                 f"{a['peak_rss_mb']:.0f}" if isinstance(a.get("peak_rss_mb"), (int, float)) else "-",

@@ -1,0 +1,224 @@
+"""Failures are data: interrupted trials are retried, failed ones are recorded and never re-run as-is.
+
+Kinds of trial end, and how each counts toward `budget.n_trials`:
+- COMPLETE, PRUNED: count.
+- FAIL with a `fail_reason` (an exception, OOM after its retry, non-finite loss, a duplicate of a failed
+  config): counts; the sweep goes on, and `budget.max_failures` in a row stops it.
+- FAIL by interruption (`fail_reason: interrupted`: SIGKILL, SIGTERM, Ctrl-C, a lost heartbeat; or no
+  `fail_reason` at all, which only Optuna's heartbeat check produces): does NOT count. The trial is
+  re-queued with its original parameters (user attrs `retry_of`, `resume_from`), and the retry resumes
+  from the interrupted trial's last checkpoint. So a run killed any number of times and re-run until done
+  ends with exactly n_trials counted trials.
+
+Who notices an interruption:
+- Ctrl-C / SIGTERM: the objective itself, on its way out (it is still running).
+- SIGKILL, single worker (the default; SQLite or journal file): the next `sweep run`. Each trial records
+  `pid`, `host` and the process start time; a RUNNING trial of this host whose process is gone is stale.
+- Several workers sharing an RDB storage: Optuna's heartbeat (study.open_storage) after `grace_period`,
+  with `RetryStale` re-queuing the trial the same way. A RUNNING trial from another host is never touched
+  by the pid check; only the heartbeat can declare it dead.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+INTERRUPTED = "interrupted"
+CHECKPOINT = "checkpoint"
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training loss or eval loss became NaN/Inf: the trial stops at once and fails with this reason."""
+
+
+def reason(e: BaseException) -> str:
+    """The fail_reason stored on a trial: the message alone for our own errors, else 'Type: message'."""
+    if isinstance(e, NonFiniteLoss) or type(e).__name__ == "TrialFailed":
+        return str(e)[:2000]
+    return f"{type(e).__name__}: {e}".strip()[:2000]
+
+
+def is_oom(e: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError (a RuntimeError subclass) or the host's MemoryError."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+
+
+def halve_batch(training: Any) -> dict[str, int] | None:
+    """The OOM retry: half the per-device batch, double accumulation (same effective batch)."""
+    bs = training.per_device_train_batch_size
+    if bs < 2:
+        return None
+    return {
+        "per_device_train_batch_size": bs // 2,
+        "gradient_accumulation_steps": 2 * training.gradient_accumulation_steps,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Budget
+
+
+def is_interrupted(t: FrozenTrial) -> bool:
+    return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", INTERRUPTED) == INTERRUPTED
+
+
+def counts(t: FrozenTrial) -> bool:
+    """Does this trial use up one of budget.n_trials? (See the module docstring.)"""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and not is_interrupted(t)
+
+
+def done(study: optuna.Study) -> int:
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Who runs a trial
+
+
+def _start_time(pid: int) -> str | None:
+    """Process start time (clock ticks since boot) from /proc: guards against a recycled pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": _start_time(os.getpid())}
+
+
+def mark_start(trial: optuna.Trial, trial_dir: Path) -> None:
+    """First thing a trial does: say who runs it and where its folder is (for the stale check and retry)."""
+    for k, v in {**owner(), "trial_dir": str(trial_dir)}.items():
+        trial.set_user_attr(k, v)
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    return start is None or _start_time(pid) in (None, start)
+
+
+def is_stale(t: FrozenTrial) -> bool:
+    """A RUNNING trial whose process is gone (single host). No pid yet means it was killed in the
+    milliseconds between Optuna creating it and the objective's first line: stale too."""
+    if t.state != TrialState.RUNNING:
+        return False
+    attrs = t.user_attrs
+    if "pid" not in attrs:
+        return True
+    if attrs.get("host") != socket.gethostname():
+        return False  # another machine's trial: only the storage heartbeat can tell
+    if attrs["pid"] == os.getpid():
+        return False
+    return not _alive(int(attrs["pid"]), attrs.get("pid_start"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Re-queuing
+
+
+def checkpoint_of(t: FrozenTrial | dict[str, Any]) -> str | None:
+    """The checkpoint a retry of `t` should resume from: its own if it wrote one, else the one it had
+    itself resumed from (killed before its first eval), else none."""
+    from harness import checkpoint
+
+    attrs = t if isinstance(t, dict) else t.user_attrs
+    own = Path(attrs["trial_dir"]) / CHECKPOINT if attrs.get("trial_dir") else None
+    if own is not None and checkpoint.find(own) is not None:
+        older = attrs.get("resume_from")
+        if older and Path(older) != own:
+            checkpoint.remove(Path(older))  # superseded by the newer one: keep disk bounded
+        return str(own)
+    older = attrs.get("resume_from")
+    return older if older and checkpoint.find(Path(older)) is not None else None
+
+
+def retry_attrs(number: int, attrs: dict[str, Any]) -> dict[str, Any]:
+    out = {"retry_of": number, "resume_from": checkpoint_of(attrs)}
+    if "seed" in attrs:
+        out["seed"] = attrs["seed"]  # same seed: the resumed run continues the same random streams
+    return out
+
+
+def requeue(study: optuna.Study, number: int, params: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Queue a retry with the same params (fixed via enqueue, so the sampler is not asked)."""
+    study.enqueue_trial(params, user_attrs=retry_attrs(number, attrs), skip_if_exists=False)
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """At `sweep run` start: RUNNING trials whose process died become FAIL 'interrupted' and are re-queued."""
+    storage = study._storage
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_stale(t):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except Exception:  # noqa: BLE001 - another worker finished or recovered it first
+            continue
+        if t.user_attrs.get("trial_dir"):
+            shutil.rmtree(Path(t.user_attrs["trial_dir"]) / "adapter", ignore_errors=True)
+        if t.params:
+            requeue(study, t.number, t.params, t.user_attrs)
+        recovered.append(t.number)
+    return recovered
+
+
+class RetryStale(RetryHeartbeatStaleTrialCallback):
+    """Optuna's heartbeat retry (several workers on one RDB storage), plus our retry_of/resume_from."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        t = copy.deepcopy(trial)
+        t.user_attrs = retry_attrs(trial.number, trial.user_attrs)
+        super().__call__(study, t)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A config that failed is not run again as-is
+
+
+def duplicate_of_failed(study: optuna.Study, params: dict[str, Any], number: int) -> int | None:
+    """The number of an earlier trial with these exact params that failed for a real reason (not an
+    interruption, not itself a duplicate). Its rerun would fail the same way, so it is skipped: recorded
+    as FAIL 'duplicate of failed trial N' without training. It uses a budget slot and counts toward
+    max_failures, so a tiny search space whose every config fails cannot loop forever."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        why = t.user_attrs.get("fail_reason", INTERRUPTED)
+        if t.number == number or why == INTERRUPTED or why.startswith("duplicate of failed trial"):
+            continue
+        if _same(t.params, params):
+            return t.number
+    return None
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, float) and isinstance(w, float):
+            if not math.isclose(v, w, rel_tol=1e-12, abs_tol=0.0):
+                return False
+        elif v != w:
+            return False
+    return True

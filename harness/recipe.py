@@ -190,7 +190,9 @@ def score(
     s = spec.sweep
     prompts = [r["prompt"] for r in rows]
     refs = [r["completion"] for r in rows]
-    preds = ev.generate(model, fixtures.tokenizer, prompts, s.evaluation.max_new_tokens, s.evaluation.batch_size)
+    preds = ev.generate(
+        model, fixtures.tokenizer, prompts, s.evaluation.max_new_tokens, s.evaluation.batch_size
+    )
     metrics, per_row = ev.score_generations(s.task, preds, refs, rows, s.evaluation.custom)
     evidence = [
         {"prompt": p, "reference": r, "prediction": y, **sc}
@@ -199,19 +201,32 @@ def score(
     return metrics, evidence
 
 
+_BASE_SCORES: dict[tuple[Any, ...], tuple[dict[str, float], list[dict[str, Any]]]] = {}
+
+
 def compare_with_base(
     model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generations: list[dict[str, Any]]
 ) -> dict[str, float]:
     """The same generation rows with the adapter disabled (= the untrained base): adds
     `prediction_before` and `before_<score>` to each row of `generations` (in place) and returns the
     base's corpus metrics, so a user sees what tuning changed."""
-    with model.disable_adapter():
-        before, rows = score(model, fixtures, spec, fixtures.generation_rows)
+    e = spec.sweep.evaluation
+    key = (
+        id(fixtures.model),
+        spec.sweep.task,
+        e.max_new_tokens,
+        tuple(e.custom),
+        tuple(r["prompt"] for r in fixtures.generation_rows),
+    )
+    if key not in _BASE_SCORES:  # the base answers the same in every trial: generate once per process
+        with model.disable_adapter():
+            _BASE_SCORES[key] = score(model, fixtures, spec, fixtures.generation_rows)
+    before, rows = _BASE_SCORES[key]
     for row, base in zip(generations, rows, strict=True):
         row["prediction_before"] = base["prediction"]
         same = ("prompt", "reference", "prediction", "price_true")
         row.update({f"before_{k}": v for k, v in base.items() if k not in same})
-    return before
+    return dict(before)
 
 
 def baseline_metrics(fixtures: fx.Fixtures, spec: TrialSpec) -> dict[str, float]:
@@ -291,7 +306,9 @@ def finetune(
             metrics.update(test_metrics(model, fixtures, spec, test_rows))
         if save_adapter_to is not None:
             # state_dict given explicitly: peft would otherwise call model.state_dict() (see adapter_state)
-            model.save_pretrained(str(save_adapter_to), safe_serialization=True, state_dict=adapter_state(model))
+            model.save_pretrained(
+                str(save_adapter_to), safe_serialization=True, state_dict=adapter_state(model)
+            )
         del trainer
         return TrialResult(
             value=loop.best,

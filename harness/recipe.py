@@ -139,7 +139,7 @@ class EvalLoop(TrainerCallback):
         else:
             self.bad_evals += 1
         patience = self.spec.sweep.early_stopping.patience
-        if patience and self.bad_evals >= patience:
+        if patience and self.bad_evals >= patience and step < state.max_steps:  # at the end it is no stop
             self.stopped_early = control.should_training_stop = True
         if self.on_eval(step, metrics):
             self.pruned = control.should_training_stop = True

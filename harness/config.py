@@ -57,7 +57,7 @@ class ModelConfig(Strict):
 
 class TemplateConfig(Strict):
     prompt: str
-    """Python format string over the dataset's columns, e.g. `"{instruction}\\n{input}\\n### Response:\\n"`."""
+    """Format string over the dataset's columns, e.g. `"{instruction}\\n{input}\\n### Response:\\n"`."""
     completion: str
     """Format string for the trained completion, e.g. `"{output}"`."""
 
@@ -246,9 +246,11 @@ class SweepConfig(Strict):
         known = TASK_METRICS[self.task]
         custom = bool(self.evaluation.custom)
         problems = []
-        named = [("metric.name", self.metric)] if self.metrics is None else [
-            (f"metrics.{i}.name", m) for i, m in enumerate(self.metrics)
-        ]
+        named = (
+            [("metric.name", self.metric)]
+            if self.metrics is None
+            else [(f"metrics.{i}.name", m) for i, m in enumerate(self.metrics)]
+        )
         for where, m in named:
             if m.name not in known and not custom:
                 hint = closest(m.name, known)

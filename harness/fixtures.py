@@ -127,7 +127,9 @@ def tokenizer(key: dict[str, Any], model_cfg: ModelConfig, model_path: str) -> A
 
 
 @session_fixture
-def base_model(key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gradient_checkpointing: bool) -> Any:
+def base_model(
+    key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gradient_checkpointing: bool
+) -> Any:
     """The frozen, quantized base, prepared for k-bit training once for all trials."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
@@ -277,5 +279,3 @@ def get(sweep: SweepConfig) -> Fixtures:
         test_rows=[data.test[i] for i in range(len(data.test))],
         device=device(),
     )
-
-

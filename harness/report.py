@@ -511,8 +511,10 @@ def _pareto_section(data: StudyData, complete: list[FrozenTrial]) -> Section:
     def draw() -> Any:
         if not complete:
             return plots.note("no complete trial yet: nothing to plot")
-        return vis.plot_pareto_front(data.study, target_names=names) if len(names) <= 3 else plots.note(
-            "more than 3 objectives: see the pareto column of the trials table"
+        return (
+            vis.plot_pareto_front(data.study, target_names=names)
+            if len(names) <= 3
+            else plots.note("more than 3 objectives: see the pareto column of the trials table")
         )
 
     return plots.plot_section("pareto-front", f"Pareto front ({', '.join(names)})", draw)

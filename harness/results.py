@@ -16,7 +16,6 @@ from typing import Any
 
 from harness.spec import TrialResult, TrialSpec
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -74,15 +73,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def write_params(spec: TrialSpec) -> None:
     write_json(
         spec.output_dir / "params.json",
-        {"trial": spec.number, "seed": spec.seed, "sampled": spec.params,
-         "training": spec.training.model_dump(mode="json")},
+        {
+            "trial": spec.number,
+            "seed": spec.seed,
+            "sampled": spec.params,
+            "training": spec.training.model_dump(mode="json"),
+        },
     )
 
 
 def write_result(spec: TrialSpec, result: TrialResult, state: str) -> None:
     write_json(spec.output_dir / "metrics.json", {"state": state, **result.to_dict()})
     write_jsonl(spec.output_dir / "generations.jsonl", result.generations)
-    write_jsonl(spec.output_dir / "log.jsonl", [*result.train_log, *({"eval": True, **h} for h in result.history)])
+    write_jsonl(
+        spec.output_dir / "log.jsonl", [*result.train_log, *({"eval": True, **h} for h in result.history)]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------

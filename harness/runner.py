@@ -84,7 +84,9 @@ def run_sweep(
     st.check_url(url)
     start = time.perf_counter()
     if recipe is None:
-        console.print(f"[bold]{cfg.name}[/]: loading base model and data ({cfg.model.name}, {cfg.dataset.source})")
+        console.print(
+            f"[bold]{cfg.name}[/]: loading base model and data ({cfg.model.name}, {cfg.dataset.source})"
+        )
         recipe = real_recipe(cfg)
     optuna_storage = st.open_storage(url)
     study = st.open_study(cfg, optuna_storage, url)
@@ -98,7 +100,8 @@ def run_sweep(
     remaining = max(0, cfg.budget.n_trials - done)
     console.print(
         f"[bold]{cfg.name}[/]: {done} finished trial(s) in {st.mask_url(url)}; "
-        f"running {remaining} more (n_trials={cfg.budget.n_trials}, metric={cfg.metric.name} {cfg.metric.goal})"
+        f"running {remaining} more (n_trials={cfg.budget.n_trials}, "
+        f"metric={cfg.metric.name} {cfg.metric.goal})"
     )
     if cfg.multi_objective:
         goals = ", ".join(f"{m.name} {m.goal}" for m in cfg.objectives)
@@ -117,7 +120,9 @@ def run_sweep(
         objective = Objective(cfg, recipe, progress=display)
         timeout = cfg.budget.timeout_minutes * 60 if cfg.budget.timeout_minutes else None
         before = len(study.trials)
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper])
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper]
+        )
         ran = len(study.trials) - before
     for line in comparison.summary_lines(cfg, study, st.best_trial(study)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -65,7 +65,11 @@ class ParamSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> ParamSpec:
-        forms = [self.value is not None, self.values is not None, self.min is not None or self.max is not None]
+        forms = [
+            self.value is not None,
+            self.values is not None,
+            self.min is not None or self.max is not None,
+        ]
         if sum(forms) != 1:
             raise ValueError("give exactly one of `value`, `values`, or `min`+`max`")
         if self.values is not None and not self.values:
@@ -201,7 +205,8 @@ def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:
         if name not in TUNABLE:
             hint = closest(str(name), TUNABLE)
             problems.append(
-                f"{key}: not a tunable setting" + (f" (did you mean {hint!r}?)" if hint else "")
+                f"{key}: not a tunable setting"
+                + (f" (did you mean {hint!r}?)" if hint else "")
                 + f"; tunable: {', '.join(TUNABLE)}"
             )
             continue

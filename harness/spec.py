@@ -36,8 +36,14 @@ class TrialSpec:
         if multiple is not None:
             training = training.model_copy(update={"lora_alpha": float(multiple) * training.r})
         training = TrainingConfig.model_validate(training.model_dump())  # re-check merged values
-        return cls(number=number, params=dict(params), training=training, sweep=sweep,
-                   output_dir=output_dir, seed=sweep.seed + max(number, 0))
+        return cls(
+            number=number,
+            params=dict(params),
+            training=training,
+            sweep=sweep,
+            output_dir=output_dir,
+            seed=sweep.seed + max(number, 0),
+        )
 
     @property
     def lora_alpha(self) -> float:

@@ -6,6 +6,7 @@ and `journal:PATH` (or a path ending in .log / .journal) for Optuna's file journ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,6 +58,16 @@ def check_url(url: str) -> None:
             raise StorageError(f"storage {url}: folder {parent} is not writable")
 
 
+def use_wal(path: Path) -> None:
+    """SQLite in write-ahead-log mode: one fsync per commit instead of several (each trial.report and
+    set_user_attr is a commit), and readers (`sweep watch`, `status`) never block the running sweep.
+    The mode is stored in the database file, so it is set once, by the writer."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
 def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStorage:
     """Open (and for files, create) the storage; every failure is one StorageError with a masked URL."""
     shown = mask_url(url)
@@ -77,6 +88,7 @@ def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStor
             path = Path(url.removeprefix("sqlite:///"))
             if create_dirs:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                use_wal(path)
             elif not path.exists():
                 raise StorageError(f"no study database at {path}")
         from harness.failures import RetryStale
@@ -136,7 +148,9 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(
             min_resource=p.min_iter * b.eval_steps, max_resource=b.max_steps, reduction_factor=p.eta
         )
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_iter * b.eval_steps, reduction_factor=p.eta)
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=p.min_iter * b.eval_steps, reduction_factor=p.eta
+    )
 
 
 def fingerprint(cfg: SweepConfig) -> str:
@@ -278,7 +292,9 @@ def locate(target: str, results_dir: str = "results", storage: str | None = None
         url = storage or f"sqlite:///{(Path(results_dir) / name / 'study.db').as_posix()}"
     check_url(url)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise StorageError(f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (run `sweep run` first)")
+        raise StorageError(
+            f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (run `sweep run` first)"
+        )
     return url, name
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from harness.config import SweepConfig, load_sweep
 from harness.errors import ConfigError
@@ -54,7 +55,11 @@ def test_unknown_keys_name_the_closest_and_all_problems_are_listed(tmp_path):
         ("- a\n- b\n", [], "expected a mapping"),
         ("search_space: space.yaml\n", ["budget"], "not of the form key.sub=value"),
         ("search_space: space.yaml\n", ["name=../evil"], "cannot be used as a folder name"),
-        ("search_space: space.yaml\n", ["budget.n_trials=0"], "budget.n_trials: Input should be greater than 0"),
+        (
+            "search_space: space.yaml\n",
+            ["budget.n_trials=0"],
+            "budget.n_trials: Input should be greater than 0",
+        ),
         ("search_space: missing.yaml\n", [], "search_space: file not found"),
         ("{}\n", [], "the search space is empty"),
         ("search_space: space.yaml\nmetric: {name: maee}\n", [], "did you mean 'mae'"),
@@ -74,6 +79,6 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 def test_configs_are_frozen(tmp_path):
     cfg = load_sweep(write(tmp_path, "search_space: space.yaml\n"))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.name = "x"  # type: ignore[misc]
     assert isinstance(cfg, SweepConfig)

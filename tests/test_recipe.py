@@ -52,7 +52,9 @@ def test_trial_trains_lora_on_a_4bit_base_and_leaves_the_base_unchanged(tiny, tm
     peft_model.unload()
 
     evals: list[tuple[int, dict]] = []
-    result = finetune(spec, fx, lambda step, m: evals.append((step, m)) or False, save_adapter_to=tmp_path / "a")
+    result = finetune(
+        spec, fx, lambda step, m: evals.append((step, m)) or False, save_adapter_to=tmp_path / "a"
+    )
 
     assert [s for s, _ in evals] == [4, 8, 12]
     assert result.steps_run == 12 and not result.pruned

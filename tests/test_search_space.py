@@ -16,16 +16,25 @@ from harness.search_space import grid, parse_parameters, suggest, to_distributio
         ("r", {"value": 8}, CategoricalDistribution([8])),
         ("r", 8, CategoricalDistribution([8])),  # shorthand for value
         ("r", {"values": [4, 8, 16]}, CategoricalDistribution([4, 8, 16])),
-        ("lr_scheduler_type", {"distribution": "categorical", "values": ["cosine", "linear"]},
-         CategoricalDistribution(["cosine", "linear"])),
+        (
+            "lr_scheduler_type",
+            {"distribution": "categorical", "values": ["cosine", "linear"]},
+            CategoricalDistribution(["cosine", "linear"]),
+        ),
         ("r", {"min": 4, "max": 32}, IntDistribution(4, 32)),  # ints -> int_uniform (W&B default)
         ("r", {"distribution": "int_uniform", "min": 1, "max": 4}, IntDistribution(1, 4)),
         ("lora_dropout", {"min": 0.0, "max": 0.1}, FloatDistribution(0.0, 0.1)),  # floats -> uniform
         ("lora_dropout", {"distribution": "uniform", "min": 0, "max": 0.5}, FloatDistribution(0.0, 0.5)),
-        ("learning_rate", {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
-         FloatDistribution(1e-5, 1e-2, log=True)),
-        ("warmup_ratio", {"distribution": "q_uniform", "min": 0.0, "max": 0.1, "q": 0.05},
-         FloatDistribution(0.0, 0.1, step=0.05)),
+        (
+            "learning_rate",
+            {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
+            FloatDistribution(1e-5, 1e-2, log=True),
+        ),
+        (
+            "warmup_ratio",
+            {"distribution": "q_uniform", "min": 0.0, "max": 0.1, "q": 0.05},
+            FloatDistribution(0.0, 0.1, step=0.05),
+        ),
     ],
 )
 def test_wandb_distribution_maps_to_optuna(name, body, expected):
@@ -55,7 +64,9 @@ def test_suggest_samples_inside_the_space_and_records_params():
         p = suggest(trial, space)
         assert p["r"] in (4, 8)
         assert 1e-4 <= p["learning_rate"] <= 1e-2
-        assert isinstance(p["per_device_train_batch_size"], int) and 2 <= p["per_device_train_batch_size"] <= 6
+        assert (
+            isinstance(p["per_device_train_batch_size"], int) and 2 <= p["per_device_train_batch_size"] <= 6
+        )
         assert trial.params == p
         study.tell(trial, 0.0)
 
@@ -88,8 +99,11 @@ def test_alpha_forms_are_exclusive():
 
 def test_grid_enumerates_discrete_and_refuses_continuous():
     space = parse_parameters(
-        {"r": {"values": [4, 8]}, "gradient_accumulation_steps": {"min": 1, "max": 3},
-         "warmup_ratio": {"distribution": "q_uniform", "min": 0.0, "max": 0.1, "q": 0.05}},
+        {
+            "r": {"values": [4, 8]},
+            "gradient_accumulation_steps": {"min": 1, "max": 3},
+            "warmup_ratio": {"distribution": "q_uniform", "min": 0.0, "max": 0.1, "q": 0.05},
+        },
         "s",
     )
     g = grid(space)

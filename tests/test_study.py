@@ -23,7 +23,9 @@ def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
     """eval_loss falls with steps and is best near lr=1e-3; deterministic in the params."""
     lr = spec.training.learning_rate
     history = []
-    for step in range(spec.sweep.budget.eval_steps, spec.sweep.budget.max_steps + 1, spec.sweep.budget.eval_steps):
+    for step in range(
+        spec.sweep.budget.eval_steps, spec.sweep.budget.max_steps + 1, spec.sweep.budget.eval_steps
+    ):
         loss = abs(math.log10(lr) + 3) + 10 / step
         metrics = {"eval_loss": loss, "perplexity": math.exp(loss)}
         history.append({"step": step, **metrics})
@@ -40,7 +42,9 @@ def storage(request, tmp_path) -> str | None:
 
 
 def sweep(tmp_path: Path, *overrides: str):
-    return load_sweep(ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "budget.max_steps=60", *overrides])
+    return load_sweep(
+        ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "budget.max_steps=60", *overrides]
+    )
 
 
 def test_sweep_runs_and_writes_trial_folders(tmp_path, storage):
@@ -86,7 +90,12 @@ def test_resume_refuses_a_changed_objective_or_space(tmp_path):
 
 
 def test_pruned_trials_are_recorded(tmp_path):
-    cfg = sweep(tmp_path, "budget.n_trials=8", "early_terminate.n_startup_trials=1", "early_terminate.n_warmup_steps=0")
+    cfg = sweep(
+        tmp_path,
+        "budget.n_trials=8",
+        "early_terminate.n_startup_trials=1",
+        "early_terminate.n_warmup_steps=0",
+    )
     study = run_sweep(cfg, recipe=fake_recipe).study
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, "with a median pruner some clearly worse trials must be pruned"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from optuna.trial import TrialState
+from test_study import fake_recipe  # the same fast fake trial as the study tests
 
 from harness import results, tracking
 from harness.config import load_sweep
@@ -19,21 +20,6 @@ from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
-    """As in test_study.py: eval_loss falls with steps, best near lr=1e-3."""
-    lr = spec.training.learning_rate
-    history = []
-    b = spec.sweep.budget
-    for step in range(b.eval_steps, b.max_steps + 1, b.eval_steps):
-        loss = abs(math.log10(lr) + 3) + 10 / step
-        metrics = {"eval_loss": loss, "perplexity": math.exp(loss)}
-        history.append({"step": step, **metrics})
-        if on_eval(step, metrics):
-            return TrialResult(None, metrics, step, step, 0.01, history, pruned=True)
-    best = min(history, key=lambda h: h["eval_loss"])
-    return TrialResult(best["eval_loss"], {"eval_loss": best["eval_loss"]}, best["step"], step, 0.01, history)
 
 
 def sweep(tmp_path: Path, *overrides: str):

@@ -57,37 +57,15 @@ def load_default_model() -> tuple[Any, Any, str]:
 
 
 def random_llama() -> tuple[Any, Any]:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    """The builtin model's tokenizer and architecture, randomly initialised (no pre-training)."""
+    from transformers import LlamaForCausalLM
 
     from harness.builtin.pricer_data import generate_products
+    from harness.builtin.tiny_model import model_config, train_tokenizer
 
-    texts = [p["text"] for p in generate_products(500, seed=99)]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
+    tokenizer = train_tokenizer([p["text"] for p in generate_products(500, seed=99)])
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(cfg).eval(), tokenizer
+    return LlamaForCausalLM(model_config(tokenizer)).eval(), tokenizer
 
 
 def pricer_prompts(n: int) -> list[str]:

@@ -66,6 +66,7 @@ def quiet_libraries() -> None:
         import transformers
 
         transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars
         datasets.utils.logging.disable_progress_bar()
     except Exception:  # noqa: BLE001 - cosmetics only
         pass

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,10 +41,12 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.markup import escape
 
-from harness.config import SweepConfig, load_sweep, read_yaml
+from harness.config import Expectation, SweepConfig
 from harness.errors import ConfigError, HarnessError
-from harness.expectations import Outcome, check_study, parse_expectations
+from harness.expectations import Outcome, check
+from harness.keywords import KeywordExpr, keywords_for
 from harness.objective import Recipe
+from harness.sweepfile import load_sweep, read_yaml
 
 SUFFIXES = (".yaml", ".yml")
 SMOKE_DIR = ".smoke"
@@ -108,111 +110,6 @@ def looks_like_sweep(path: Path) -> bool:
         return False
     sweep_only = set(SweepConfig.model_fields) - SEARCH_SPACE_KEYS - {"source_path"}
     return "search_space" in data or ("parameters" in data and bool(set(data) & sweep_only))
-
-
-# ----------------------------------------------------------------------------------------------------
-# -k expressions
-
-
-class KeywordExpr:
-    """pytest's -k grammar: `or` < `and` < `not` < parentheses; a word matches when it is a
-    case-insensitive substring of any keyword."""
-
-    _TOKEN = re.compile(r"\s*(\(|\)|[\w.+\-/:\[\]]+)")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens = self._tokenize(text)
-        self.pos = 0
-        if not self.tokens:
-            raise self._error("empty expression")
-        self.tree = self._or()
-        if self.pos != len(self.tokens):
-            raise self._error(f"unexpected {self.tokens[self.pos]!r}")
-
-    def _tokenize(self, text: str) -> list[str]:
-        tokens, pos = [], 0
-        while pos < len(text):
-            if text[pos:].strip() == "":
-                break
-            m = self._TOKEN.match(text, pos)
-            if not m:
-                raise self._error(f"unexpected character {text[pos:].strip()[0]!r}")
-            tokens.append(m.group(1))
-            pos = m.end()
-        return tokens
-
-    def _error(self, why: str) -> ConfigError:
-        return ConfigError(f"-k {self.text!r}: {why} (expected words joined by and/or/not and parentheses)")
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def _or(self) -> Callable[[list[str]], bool]:
-        left = self._and()
-        while self._peek() == "or":
-            self.pos += 1
-            a, b = left, self._and()
-            left = lambda k, a=a, b=b: a(k) or b(k)  # noqa: E731 - a tiny closure tree is the evaluator
-        return left
-
-    def _and(self) -> Callable[[list[str]], bool]:
-        left = self._not()
-        while self._peek() == "and":
-            self.pos += 1
-            a, b = left, self._not()
-            left = lambda k, a=a, b=b: a(k) and b(k)  # noqa: E731
-        return left
-
-    def _not(self) -> Callable[[list[str]], bool]:
-        if self._peek() == "not":
-            self.pos += 1
-            inner = self._not()
-            return lambda k: not inner(k)
-        return self._atom()
-
-    def _atom(self) -> Callable[[list[str]], bool]:
-        tok = self._peek()
-        if tok is None:
-            raise self._error("expression ends too early")
-        self.pos += 1
-        if tok == "(":
-            inner = self._or()
-            if self._peek() != ")":
-                raise self._error("missing ')'")
-            self.pos += 1
-            return inner
-        if tok in (")", "and", "or"):
-            raise self._error(f"unexpected {tok!r}")
-        word = tok.lower()
-        return lambda k: any(word in name for name in k)
-
-    def matches(self, keywords: Iterable[str]) -> bool:
-        return self.tree([str(k).lower() for k in keywords])
-
-
-def keywords_for(path: Path, root: Path | None, cfg: SweepConfig | None) -> list[str]:
-    """What -k matches against. Without a valid config, the raw YAML's name/tags still count, so a broken
-    file can be selected (and its error shown) by the tag it declares."""
-    names = [path.name, path.stem]
-    if root is not None and root.is_dir():
-        try:
-            names += list(path.relative_to(root).parent.parts)
-        except ValueError:
-            pass
-    if cfg is not None:
-        return [*names, cfg.name, *cfg.tags]
-    try:
-        data = read_yaml(path)
-    except HarnessError:
-        return names
-    if isinstance(data, dict):
-        if isinstance(data.get("name"), str):
-            names.append(data["name"])
-        tags = data.get("tags")
-        if isinstance(tags, list):
-            names += [str(t) for t in tags]
-    return names
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -304,7 +201,6 @@ def run_one(
 
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
-    expectations = parse_expectations(cfg.expect, cfg.task, bool(cfg.evaluation.custom))
     if smoke:
         storage = None  # smoke studies live in their own SQLite file, whatever the sweep's storage is
         fresh_smoke_study(cfg)
@@ -321,7 +217,7 @@ def run_one(
         from harness import study as st
 
         report.best_value = st.primary_value(st.best_trial(outcome.study))  # type: ignore[arg-type]
-    report.outcomes = check_study(expectations, outcome.study, cfg.metric.name, smoke=smoke)
+    report.outcomes = check_study(cfg.expectations, outcome.study, cfg.metric.name, smoke=smoke)
     for o in report.outcomes:
         label = "[green]PASS[/]" if o.passed else "[red]FAIL[/]"
         console.print(f"{label} {escape(o.expectation.describe())} ({escape(o.detail)})", soft_wrap=True)
@@ -339,6 +235,30 @@ def run_one(
     elif report.failed_outcomes:
         report.status = "failed"
     return report
+
+
+def trial_metrics(trial: Any, objective: str) -> dict[str, float]:
+    """A finished trial's final metrics (objective.record stores them), with the objective value added
+    when the recipe did not report it under its own name."""
+    metrics = dict(trial.user_attrs.get("metrics") or {})
+    if objective not in metrics and trial.values:
+        metrics[objective] = float(trial.values[0])
+    return metrics
+
+
+def check_study(
+    expectations: Sequence[Expectation], study: Any, objective: str, smoke: bool = False
+) -> list[Outcome]:
+    """expectations.check on a study: its best trial (multi-objective: the Pareto-optimal trial best on
+    the primary metric) and every COMPLETE trial."""
+    from optuna.trial import TrialState
+
+    from harness.study import best_trial
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best_t = best_trial(study)
+    best = trial_metrics(best_t, objective) if best_t is not None else None
+    return check(expectations, best, [(t.number, trial_metrics(t, objective)) for t in complete], smoke)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -485,7 +405,7 @@ def _print_collection(selected: list[Collected], deselected: int, console: Conso
             continue
         c = item.cfg
         tags = f"  tags={','.join(c.tags)}" if c.tags else ""
-        n_expect = len(parse_expectations(c.expect, c.task, bool(c.evaluation.custom)))
+        n_expect = len(c.expectations)
         console.print(
             f"{item.path}  name={c.name}{tags}  trials={c.budget.n_trials}  max_steps={c.budget.max_steps}"
             f"  expectations={n_expect}",

@@ -1,24 +1,19 @@
-"""Sweep files: pydantic models, dotted overrides, and one error that lists every problem at once.
+"""The schema of a sweep file: pydantic models only (field docstrings are the docs).
 
-`load_sweep(path, overrides)` is the only way in. It returns a frozen `SweepConfig` whose `parameters`
-already hold the validated search space (see search_space.py), so nothing downstream re-reads files.
+Reading a file, applying overrides and turning problems into one error is sweepfile.py's job;
+`sweepfile.load` returns a frozen `SweepConfig` whose `parameters` hold the parsed search space
+(`ParamSpec`s) and whose `expectations` hold the parsed `expect:` block, so nothing downstream re-parses.
+This module imports nothing else of harness but errors (it sits at the bottom of the import graph).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import ConfigError, check_name, closest
 
@@ -30,6 +25,37 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "text": LOSS_METRICS + TEXT_METRICS,
     "pricer": LOSS_METRICS + TEXT_METRICS + PRICER_METRICS,
 }
+
+
+# What transformers 5 accepts as `optim` and `lr_scheduler_type` (OptimizerNames, SchedulerType), checked
+# at load time so a typo is a config error naming the closest name, not a failure of every trial.
+# tests/test_config.py checks that every name here is one transformers knows.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+    "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+    "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+    "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit",
+    "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw",
+    "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise",
+    "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw", "schedule_free_radam",
+    "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw",
+)  # fmt: skip
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)  # fmt: skip
+
+
+def _one_of(value: str, names: tuple[str, ...], what: str) -> str:
+    if value not in names:
+        hint = closest(value, names)
+        raise ValueError(
+            f"{value!r} is not a {what}"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + f"; choose one of: {', '.join(names)}"
+        )
+    return value
 
 
 class Strict(BaseModel):
@@ -108,6 +134,152 @@ class TrainingConfig(Strict):
     """Train only on completion tokens; the prompt is context."""
     response_template: str | None = None
     """For datasets with a single text column: the string where the completion starts (e.g. 'Price is $')."""
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return _one_of(v, OPTIMIZERS, "transformers optimizer")
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        return _one_of(v, SCHEDULERS, "transformers learning-rate scheduler")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Search space: one entry of a W&B `parameters:` block (search_space.py maps it onto Optuna)
+
+Distribution = Literal[
+    "constant",
+    "categorical",
+    "uniform",
+    "int_uniform",
+    "log_uniform_values",
+    "log_uniform",
+    "q_uniform",
+]
+
+# Tunable names are TrainingConfig fields, plus the "alpha = k * r" form.
+NOT_TUNABLE = {
+    "max_seq_length",
+    "target_modules",
+    "completion_only_loss",
+    "response_template",
+    "gradient_checkpointing",
+}
+TUNABLE = tuple(f for f in TrainingConfig.model_fields if f not in NOT_TUNABLE) + ("lora_alpha_multiple",)
+
+
+class ParamSpec(BaseModel):
+    """One entry of a W&B `parameters:` block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: Any = None
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    distribution: Distribution | None = None
+    q: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_distribution(cls, data: Any) -> Any:
+        """W&B's defaults: int min/max -> int_uniform, float min/max -> uniform (decided before coercion)."""
+        if isinstance(data, dict) and "distribution" not in data and "min" in data and "max" in data:
+            ints = all(isinstance(data[k], int) and not isinstance(data[k], bool) for k in ("min", "max"))
+            data = {**data, "distribution": "int_uniform" if ints else "uniform"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ParamSpec:
+        forms = [
+            self.value is not None,
+            self.values is not None,
+            self.min is not None or self.max is not None,
+        ]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of `value`, `values`, or `min`+`max`")
+        if self.values is not None and not self.values:
+            raise ValueError("`values` is empty")
+        if self.min is not None and self.max is not None:
+            if self.min > self.max:
+                raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+            if self.kind == "log_uniform_values" and self.min <= 0:
+                raise ValueError(f"log_uniform_values needs min > 0 (got min {self.min:g})")
+            if self.kind == "q_uniform" and (self.q is None or self.q <= 0):
+                raise ValueError("q_uniform needs a step `q` > 0")
+            if self.kind in ("constant", "categorical"):
+                raise ValueError(f"distribution {self.kind!r} takes `value`/`values`, not min/max")
+        elif forms[2]:
+            raise ValueError("`min` and `max` go together")
+        elif self.distribution not in (None, "constant", "categorical"):
+            raise ValueError(f"distribution {self.distribution!r} needs `min` and `max`")
+        return self
+
+    @property
+    def kind(self) -> Distribution:
+        if self.distribution:
+            return self.distribution
+        return "constant" if self.value is not None else "categorical"
+
+    def bounds(self) -> tuple[float, float]:
+        """min and max of a range form (the validator guarantees both are set)."""
+        if self.min is None or self.max is None:
+            raise ValueError(f"a {self.kind} parameter has no min/max")
+        return float(self.min), float(self.max)
+
+    def candidates(self) -> list[Any]:
+        """Values worth validating against the training schema: the extremes and every listed value."""
+        if self.value is not None:
+            return [self.value]
+        if self.values is not None:
+            return list(self.values)
+        lo, hi = self.bounds()
+        if self.kind == "log_uniform":
+            return [math.exp(lo), math.exp(hi)]
+        if self.kind == "int_uniform":
+            return [int(lo), int(hi)]
+        return [lo, hi]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Expectations: a parsed `expect:` block (expectations.py parses and checks them)
+
+Scope = Literal["best", "all"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    op: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        t = self.threshold
+        if self.op in ("==", "!="):
+            # Metrics are floats computed by different code paths; exact equality would be luck.
+            same = math.isclose(value, t, rel_tol=1e-9, abs_tol=1e-12)
+            return same if self.op == "==" else not same
+        return {"<": value < t, "<=": value <= t, ">": value > t, ">=": value >= t}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.threshold:.6g}"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    metric: str
+    conditions: tuple[Condition, ...]
+    scope: Scope = "best"
+    in_smoke: bool = True
+    """False: smoke runs only check that the metric was measured (see expectations.py)."""
+
+    def holds(self, value: float) -> bool:
+        return math.isfinite(value) and all(c.holds(value) for c in self.conditions)
+
+    def describe(self) -> str:
+        text = f"{self.metric} " + " and ".join(str(c) for c in self.conditions)
+        return text + (" in every trial" if self.scope == "all" else "")
 
 
 class MetricConfig(Strict):
@@ -191,8 +363,8 @@ class SweepConfig(Strict):
     dataset: DatasetConfig = DatasetConfig()
     search_space: str | None = None
     """A search-space file (W&B `parameters:` syntax), relative to the sweep file."""
-    parameters: dict[str, Any] = {}
-    """Inline W&B-style parameters; merged over the file's (inline wins)."""
+    parameters: dict[str, ParamSpec] = {}
+    """Inline W&B-style parameters; merged over the file's (inline wins). Once loaded: the whole space."""
     method: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
     seed: int = 42
     metric: MetricConfig = MetricConfig()
@@ -211,6 +383,8 @@ class SweepConfig(Strict):
     tracking: TrackingConfig = TrackingConfig()
     expect: dict[str, Any] = {}
     """Expectations on the best trial's metrics, e.g. `eval_loss: "< 2.5"`, `perplexity: {max: 12}`."""
+    expectations: tuple[Expectation, ...] = Field((), exclude=True)
+    """Set by sweepfile.load, not by users: `expect:` parsed (the raw block above is what is stored)."""
     train: PromotionConfig = PromotionConfig()
     results_dir: str = "results"
 
@@ -224,22 +398,6 @@ class SweepConfig(Strict):
             return check_name(v, "study name")
         except ConfigError as e:
             raise ValueError(str(e)) from None
-
-    @field_validator("expect")
-    @classmethod
-    def _expectations_parse(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # Parsed here so a malformed expectation fails at load time, before anything trains; the raw
-        # mapping is kept (readable in the study's stored config). `task` and `evaluation` are declared
-        # above `expect`, so they are already validated (absent when they themselves failed).
-        from harness.expectations import parse_expectations
-
-        task = info.data.get("task", "pricer")
-        evaluation = info.data.get("evaluation")
-        try:
-            parse_expectations(v, task, custom_metrics=bool(evaluation and evaluation.custom))
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
 
     @model_validator(mode="after")
     def _metric_exists(self) -> SweepConfig:
@@ -292,127 +450,13 @@ class SweepConfig(Strict):
     def study_dir(self) -> Path:
         return Path(self.results_dir) / self.name
 
-
-# ----------------------------------------------------------------------------------------------------
-# Loading
-
-
-def read_yaml(path: Path, what: str = "file") -> Any:
-    """safe_load only: a sweep file is data, never code."""
-    if not path.exists():
-        raise ConfigError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a folder; expected a YAML file")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (expected UTF-8 YAML)") from None
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """`budget.max_steps=20` style overrides; values are parsed as YAML scalars (20 -> int, true -> bool)."""
-    out = _deep_copy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(
-                f"override {item!r} is not of the form key.sub=value (for example budget.max_steps=20)"
-            )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} in {source} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-def _deep_copy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deep_copy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deep_copy(v) for v in d]
-    return d
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Valid keys at the place an unknown key was found, for the 'did you mean' hint."""
-    model: type[BaseModel] | None = SweepConfig
-    for part in loc[:-1]:
-        if model is None:
-            return []
-        field = model.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None and field is not None:  # Optional[Model]
-            for arg in getattr(ann, "__args__", ()):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    model = arg
-    return list(model.model_fields) if model else []
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            valid = [f for f in _fields_at(loc) if f != "source_path"]
-            hint = closest(str(loc[-1]), valid)
-            msg = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            if "input" in e and e["type"] not in ("value_error", "assertion_error"):
-                msg += f" (got {e['input']!r})"
-        lines.append(f"  - {key}: {msg}")
-    n = len(lines)
-    head = f"{source}: {n} problem{'s' if n > 1 else ''}:"
-    return "\n".join([head, *lines])
-
-
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
-    """Read, override, validate; the search space is loaded and checked here too (one error for all)."""
-    from harness import search_space  # local: search_space imports this module's types
-
-    path = Path(path)
-    data = read_yaml(path, "sweep file")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys (name:, model:, ...) at the top level")
-    data = apply_overrides(data, overrides or [], str(path))
-    data.setdefault("name", path.stem)
-    data.pop("source_path", None)
-    try:
-        cfg = SweepConfig.model_validate({**data, "source_path": str(path)})
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path))) from None
-    params = search_space.load_parameters(cfg)
-    return cfg.model_copy(update={"parameters": params})
-
-
-def resolve_relative(cfg: SweepConfig, value: str) -> Path:
-    """Paths in a sweep file are relative to the file; fall back to the working directory."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
+    def resolve_path(self, value: str) -> Path:
+        """Paths in a sweep file are relative to the file; fall back to the working directory."""
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return p
+        if self.source_path:
+            beside = Path(self.source_path).parent / p
+            if beside.exists():
+                return beside
         return p
-    if cfg.source_path:
-        beside = Path(cfg.source_path).parent / p
-        if beside.exists():
-            return beside
-    return p

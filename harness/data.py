@@ -26,7 +26,7 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
-from harness.config import SweepConfig, resolve_relative
+from harness.config import SweepConfig
 from harness.errors import DataError, HarnessError
 from harness.prices import parse_price
 
@@ -107,7 +107,7 @@ def _read_source(cfg: SweepConfig) -> tuple[dict[str, list[Row]], str]:
         if source not in BUILTIN_SOURCES:
             raise DataError(f"unknown builtin dataset {source!r}; available: {', '.join(BUILTIN_SOURCES)}.")
         return _read_builtin_pricer(), source
-    path = resolve_relative(cfg, source)
+    path = cfg.resolve_path(source)
     looks_local = path.suffix.lower() in FILE_LIKE_EXTENSIONS or source.startswith((".", "/", "~"))
     if path.exists() or looks_local:
         if not path.exists():

@@ -25,7 +25,8 @@ a study without any complete trial fails every expectation ("no complete trial")
 
 Malformed blocks (unknown operator, a threshold that is not a number, a metric the task never reports)
 are user errors: `parse_expectations` raises one `ConfigError` listing every problem, and
-`SweepConfig` calls it at load time, so a typo fails before anything trains.
+`sweepfile.load` calls it, so a typo fails before anything trains; the parsed block is
+`SweepConfig.expectations` (the types, Condition and Expectation, are part of the schema in config.py).
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from harness.config import TASK_METRICS
+from harness.config import TASK_METRICS, Condition, Expectation, Scope
 from harness.errors import ConfigError, closest
 
-Scope = Literal["best", "all"]
 SCOPES: tuple[str, ...] = ("best", "all")
 RESERVED = ("scope", "smoke")
 """Keys of an `expect:` block that configure the block instead of naming a metric."""
@@ -49,39 +49,6 @@ BOUND_KEYS = {"min": ">=", "max": "<="}
 # Longest operators first, so "<=" is not read as "<" followed by "=2.5".
 _CONDITION = re.compile(r"^\s*(<=|>=|==|!=|=<|=>|<|>|=)\s*(.*?)\s*$")
 _TYPOS = {"=<": "<=", "=>": ">=", "=": "=="}
-
-
-@dataclass(frozen=True)
-class Condition:
-    op: str
-    threshold: float
-
-    def holds(self, value: float) -> bool:
-        t = self.threshold
-        if self.op in ("==", "!="):
-            # Metrics are floats computed by different code paths; exact equality would be luck.
-            same = math.isclose(value, t, rel_tol=1e-9, abs_tol=1e-12)
-            return same if self.op == "==" else not same
-        return {"<": value < t, "<=": value <= t, ">": value > t, ">=": value >= t}[self.op]
-
-    def __str__(self) -> str:
-        return f"{self.op} {_fmt(self.threshold)}"
-
-
-@dataclass(frozen=True)
-class Expectation:
-    metric: str
-    conditions: tuple[Condition, ...]
-    scope: Scope = "best"
-    in_smoke: bool = True
-    """False: smoke runs only check that the metric was measured (see the module docstring)."""
-
-    def holds(self, value: float) -> bool:
-        return math.isfinite(value) and all(c.holds(value) for c in self.conditions)
-
-    def describe(self) -> str:
-        text = f"{self.metric} " + " and ".join(str(c) for c in self.conditions)
-        return text + (" in every trial" if self.scope == "all" else "")
 
 
 @dataclass(frozen=True)
@@ -212,7 +179,7 @@ def check(
     smoke: bool = False,
 ) -> list[Outcome]:
     """`best`: the best trial's metrics (None when no trial completed); `trials`: (number, metrics) of
-    every complete trial, for `scope: all`. Pure: the study side is adapted by `check_study`."""
+    every complete trial, for `scope: all`. Pure: the study side is adapted by `collect.check_study`."""
     trials = list(trials)
     return [_check_one(e, best, trials, smoke) for e in expectations]
 
@@ -246,29 +213,6 @@ def _check_one(
     lo, hi = min(values), max(values)
     span = _fmt(lo) if lo == hi else f"{_fmt(lo)}..{_fmt(hi)}"
     return Outcome(e, True, None, f"{len(values)} trial{'s' if len(values) > 1 else ''}: {span}{note}")
-
-
-def trial_metrics(trial: Any, objective: str) -> dict[str, float]:
-    """A finished trial's final metrics (objective.record stores them), with the objective value added
-    when the recipe did not report it under its own name."""
-    metrics = dict(trial.user_attrs.get("metrics") or {})
-    if objective not in metrics and trial.values:
-        metrics[objective] = float(trial.values[0])
-    return metrics
-
-
-def check_study(
-    expectations: list[Expectation], study: Any, objective: str, smoke: bool = False
-) -> list[Outcome]:
-    from optuna.trial import TrialState
-
-    from harness.study import best_trial
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    # Multi-objective: the Pareto-optimal trial that is best on the first (primary) metric.
-    best_t = best_trial(study)
-    best = trial_metrics(best_t, objective) if best_t is not None else None
-    return check(expectations, best, [(t.number, trial_metrics(t, objective)) for t in complete], smoke)
 
 
 def _fmt(v: float) -> str:

@@ -24,9 +24,10 @@ from rich.table import Table
 
 from harness import results
 from harness import study as st
-from harness.config import SweepConfig, load_sweep
+from harness.config import SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.spec import TrialResult, TrialSpec
+from harness.sweepfile import load_sweep
 
 # promote(spec, adapter_dir) -> result whose metrics include test_<name> for the test split.
 Promoter = Callable[[TrialSpec, Path], TrialResult]

@@ -31,8 +31,9 @@ import pytest
 from rich.console import Console
 
 from harness import collect
-from harness.config import SweepConfig, read_yaml
+from harness.config import SweepConfig
 from harness.errors import HarnessError
+from harness.sweepfile import read_yaml
 
 # Tags that would change how pytest runs a test if they became markers of the same name.
 _PYTEST_MARKS = {

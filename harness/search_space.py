@@ -7,7 +7,7 @@ People paste their W&B sweep blocks, so the syntax is W&B's: `value`, `values`, 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 from optuna.distributions import (
@@ -16,97 +16,12 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ValidationError
 
-from harness.config import SweepConfig, TrainingConfig, read_yaml, resolve_relative
+from harness.config import TUNABLE, ParamSpec, TrainingConfig
 from harness.errors import ConfigError, closest
 
-Distribution = Literal[
-    "constant",
-    "categorical",
-    "uniform",
-    "int_uniform",
-    "log_uniform_values",
-    "log_uniform",
-    "q_uniform",
-]
-
-# Tunable names are TrainingConfig fields, plus the "alpha = k * r" form.
-NOT_TUNABLE = {
-    "max_seq_length",
-    "target_modules",
-    "completion_only_loss",
-    "response_template",
-    "gradient_checkpointing",
-}
-TUNABLE = tuple(f for f in TrainingConfig.model_fields if f not in NOT_TUNABLE) + ("lora_alpha_multiple",)
-
-
-class ParamSpec(BaseModel):
-    """One entry of a W&B `parameters:` block."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    value: Any = None
-    values: list[Any] | None = None
-    min: float | None = None
-    max: float | None = None
-    distribution: Distribution | None = None
-    q: float | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _infer_distribution(cls, data: Any) -> Any:
-        """W&B's defaults: int min/max -> int_uniform, float min/max -> uniform (decided before coercion)."""
-        if isinstance(data, dict) and "distribution" not in data and "min" in data and "max" in data:
-            ints = all(isinstance(data[k], int) and not isinstance(data[k], bool) for k in ("min", "max"))
-            data = {**data, "distribution": "int_uniform" if ints else "uniform"}
-        return data
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ParamSpec:
-        forms = [
-            self.value is not None,
-            self.values is not None,
-            self.min is not None or self.max is not None,
-        ]
-        if sum(forms) != 1:
-            raise ValueError("give exactly one of `value`, `values`, or `min`+`max`")
-        if self.values is not None and not self.values:
-            raise ValueError("`values` is empty")
-        if forms[2]:
-            if self.min is None or self.max is None:
-                raise ValueError("`min` and `max` go together")
-            if self.min > self.max:
-                raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
-            if self.kind == "log_uniform_values" and self.min <= 0:
-                raise ValueError(f"log_uniform_values needs min > 0 (got min {self.min:g})")
-            if self.kind == "q_uniform" and (self.q is None or self.q <= 0):
-                raise ValueError("q_uniform needs a step `q` > 0")
-            if self.kind in ("constant", "categorical"):
-                raise ValueError(f"distribution {self.kind!r} takes `value`/`values`, not min/max")
-        elif self.distribution not in (None, "constant", "categorical"):
-            raise ValueError(f"distribution {self.distribution!r} needs `min` and `max`")
-        return self
-
-    @property
-    def kind(self) -> Distribution:
-        if self.distribution:
-            return self.distribution
-        return "constant" if self.value is not None else "categorical"
-
-    def candidates(self) -> list[Any]:
-        """Values worth validating against the training schema: the extremes and every listed value."""
-        if self.value is not None:
-            return [self.value]
-        if self.values is not None:
-            return list(self.values)
-        lo, hi = self.min, self.max
-        if self.kind == "log_uniform":
-            lo, hi = math.exp(lo), math.exp(hi)
-        if self.kind == "int_uniform":
-            lo, hi = int(lo), int(hi)
-        return [lo, hi]
+__all__ = ["ParamSpec", "TUNABLE", "distributions", "grid", "parse_parameters", "suggest", "to_distribution"]
 
 
 def to_distribution(spec: ParamSpec) -> BaseDistribution:
@@ -115,7 +30,7 @@ def to_distribution(spec: ParamSpec) -> BaseDistribution:
         return CategoricalDistribution([spec.value])
     if kind == "categorical":
         return CategoricalDistribution(list(spec.values or []))
-    lo, hi = float(spec.min), float(spec.max)  # type: ignore[arg-type]
+    lo, hi = spec.bounds()
     if kind == "int_uniform":
         return IntDistribution(int(lo), int(hi))
     if kind == "uniform":
@@ -170,31 +85,6 @@ def grid(params: dict[str, ParamSpec]) -> dict[str, list[Any]]:
 
 # ----------------------------------------------------------------------------------------------------
 # Loading and checking
-
-
-def load_parameters(cfg: SweepConfig) -> dict[str, ParamSpec]:
-    """The sweep's search space: the file's `parameters:` with inline `parameters:` on top, all checked."""
-    raw: dict[str, Any] = {}
-    where = cfg.source_path or "sweep file"
-    if cfg.search_space:
-        path = resolve_relative(cfg, cfg.search_space)
-        if not path.exists():
-            raise ConfigError(f"{where}: search_space: file not found: {cfg.search_space}")
-        data = read_yaml(path, "search-space file")
-        if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict):
-            raise ConfigError(f"{path}: expected a top-level `parameters:` mapping (W&B sweep syntax)")
-        extra = sorted(set(data) - {"parameters", "description"})
-        if extra:
-            raise ConfigError(f"{path}: unknown top-level key(s) {extra}; expected `parameters:`")
-        raw.update(data["parameters"])
-        where = str(path)
-    raw.update(cfg.parameters)
-    if not raw:
-        raise ConfigError(
-            f"{cfg.source_path or 'sweep file'}: the search space is empty: give `search_space:` a file "
-            "with `parameters:`, or an inline `parameters:` block"
-        )
-    return parse_parameters(raw, where)
 
 
 def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:

@@ -278,7 +278,7 @@ def locate(target: str, results_dir: str = "results", storage: str | None = None
     """`sweep status/report/best TARGET`: a study name or a sweep file -> (storage URL, study name).
 
     Read-only: never creates a storage (reading must not break or block a running sweep)."""
-    from harness.config import load_sweep
+    from harness.sweepfile import load_sweep
 
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.is_file():

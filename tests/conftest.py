@@ -28,7 +28,7 @@ TINY = [
 @pytest.fixture
 def tiny(tmp_path):
     """load_sweep(sweeps/pricer.yaml) with tiny budgets, results under tmp_path; extra overrides win."""
-    from harness.config import load_sweep
+    from harness.sweepfile import load_sweep
 
     def make(*overrides: str):
         return load_sweep(ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", *TINY, *overrides])

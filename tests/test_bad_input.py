@@ -191,8 +191,8 @@ def test_a_changed_study_is_refused_and_left_untouched(tmp_path, monkeypatch, ca
     """Resuming with another search space or direction: exit 2, and the study's files are unchanged."""
     from test_study import fake_recipe
 
-    from harness.config import load_sweep
     from harness.runner import run_sweep
+    from harness.sweepfile import load_sweep
 
     case = Case("resume-changed")
     argv = setup(tmp_path, case)
@@ -213,7 +213,7 @@ def test_a_password_in_the_storage_url_is_never_stored(tmp_path):
     import optuna
 
     from harness import study as st
-    from harness.config import load_sweep
+    from harness.sweepfile import load_sweep
 
     cfg = load_sweep(
         ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "storage=postgresql://me:s3cret@db/x"]

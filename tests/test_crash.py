@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 from test_study import fake_recipe
 
 from harness import checkpoint, failures, results
-from harness.config import load_sweep
 from harness.runner import real_recipe, run_sweep
+from harness.sweepfile import load_sweep
 
 SWEEP = ROOT / "sweeps/pricer.yaml"
 

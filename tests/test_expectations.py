@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_sweep
+from harness.collect import check_study
 from harness.errors import ConfigError
-from harness.expectations import Condition, Expectation, check, check_study, parse_expectations
+from harness.expectations import Condition, Expectation, check, parse_expectations
 from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

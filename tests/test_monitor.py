@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from harness import monitor, results
-from harness.config import load_sweep
 from harness.monitor import ResourceMonitor
 from harness.runner import run_sweep
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024

@@ -14,11 +14,12 @@ from rich.console import Console
 
 from harness import report
 from harness import study as st
-from harness.config import load_sweep
+from harness.collect import check_study
 from harness.errors import ConfigError, StorageError
-from harness.expectations import check_study, parse_expectations
+from harness.expectations import parse_expectations
 from harness.runner import run_sweep, trials_table
 from harness.spec import TrialResult, TrialSpec
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO = "metrics=[{name: eval_loss, goal: minimize}, {name: hit_rate, goal: maximize}]"

@@ -16,10 +16,10 @@ from test_report import fake_recipe, journal  # the same fast fake trial as the 
 
 from harness import promote, results
 from harness.cli import main
-from harness.config import load_sweep
 from harness.errors import ConfigError, HarnessError
 from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_sweep, read_yaml
 from harness.search_space import parse_parameters
+from harness.sweepfile import load_sweep, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,11 @@ import pytest
 from optuna.trial import TrialState
 
 from harness import results
-from harness.config import load_sweep
 from harness.errors import StorageError
 from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
 from harness.study import check_url, mask_url
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 from test_study import fake_recipe  # the same fast fake trial as the study tests
 
 from harness import results, tracking
-from harness.config import load_sweep
 from harness.errors import ConfigError
 from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

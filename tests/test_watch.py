@@ -20,10 +20,10 @@ from rich.console import Console
 from harness import study as st
 from harness import watch
 from harness.cli import main
-from harness.config import load_sweep
 from harness.errors import HarnessError, StorageError
 from harness.runner import run_sweep
 from harness.spec import TrialResult
+from harness.sweepfile import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -81,13 +81,12 @@ class Clock:
             return orig_batches(trainer, *a, **k)
 
         # Diagnostics only (not subtracted): where the "other" time goes.
-        import harness.checkpoint as checkpoint
         import harness.fixtures as fixtures
 
         self.parts: dict[str, float] = {}
         for owner, name, key in (
             (fixtures, "get", "load+tokenize"),
-            (checkpoint, "save", "checkpoints"),
+            (recipe, "save_checkpoint", "checkpoints"),
             (SFTTrainer, "__init__", "Trainer init"),
         ):
             if hasattr(owner, name):

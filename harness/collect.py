@@ -45,7 +45,7 @@ from harness.config import Expectation, SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.expectations import Outcome, check
 from harness.keywords import KeywordExpr, keywords_for
-from harness.objective import Recipe
+from harness.spec import Recipe
 from harness.sweepfile import load_sweep, read_yaml
 
 SUFFIXES = (".yaml", ".yml")

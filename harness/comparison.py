@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from harness import results
+from harness import trialdir
 from harness.config import LOSS_METRICS, SweepConfig
 
 # The numbers a user of each task looks at first.
@@ -43,13 +43,13 @@ def headline(cfg: SweepConfig) -> list[str]:
 def write_before_after(cfg: SweepConfig, trial: optuna.trial.FrozenTrial) -> tuple[Path, int] | None:
     """The best trial's before/after rows -> results/<study>/before_after.jsonl (atomic); None when the
     trial has no comparison (compare_base off, no generation rows)."""
-    rows = results.read_generations(results.trial_dir(cfg.study_dir, trial.number))
+    rows = trialdir.read_generations(trialdir.trial_dir(cfg.study_dir, trial.number))
     rows = [r for r in rows if "prediction_before" in r]
     if not rows:
         return None
     path = cfg.study_dir / "before_after.jsonl"
     keep = [{"trial": trial.number, **{k: r.get(k) for k in ROW_FIELDS}, **_scores(r)} for r in rows]
-    results.write_jsonl(path, keep)
+    trialdir.write_jsonl(path, keep)
     return path, len(keep)
 
 

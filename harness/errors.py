@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI prints them in a few lines and exits 2; anything else is our bug."""
+"""Errors a user can cause (HarnessError: the CLI prints them in a few lines and exits 2; anything else
+is our bug), and the trial outcomes both sides of the recipe/objective boundary name."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ class DataError(HarnessError):
 
 class StorageError(HarnessError):
     """An Optuna storage URL that cannot be opened, or a study that cannot be resumed as asked."""
+
+
+# Trial outcomes shared by the recipe side (no Optuna) and the study side (no torch): they live here, in
+# the leaf module, so neither side imports the other to name them.
+
+
+class TrialFailed(RuntimeError):
+    """A trial that ran but produced no usable value (e.g. every eval was NaN). Its message is the
+    trial's fail_reason."""
+
+
+class NonFiniteLoss(TrialFailed):
+    """Training loss or eval loss became NaN/Inf: the trial stops at once and fails with this reason."""
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:

@@ -33,17 +33,15 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from harness import trialdir
+from harness.errors import TrialFailed
+
 INTERRUPTED = "interrupted"
-CHECKPOINT = "checkpoint"
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training loss or eval loss became NaN/Inf: the trial stops at once and fails with this reason."""
 
 
 def reason(e: BaseException) -> str:
     """The fail_reason stored on a trial: the message alone for our own errors, else 'Type: message'."""
-    if isinstance(e, NonFiniteLoss) or type(e).__name__ == "TrialFailed":
+    if isinstance(e, TrialFailed):
         return str(e)[:2000]
     return f"{type(e).__name__}: {e}".strip()[:2000]
 
@@ -138,17 +136,15 @@ def is_stale(t: FrozenTrial) -> bool:
 def checkpoint_of(t: FrozenTrial | dict[str, Any]) -> str | None:
     """The checkpoint a retry of `t` should resume from: its own if it wrote one, else the one it had
     itself resumed from (killed before its first eval), else none."""
-    from harness import checkpoint
-
     attrs = t if isinstance(t, dict) else t.user_attrs
-    own = Path(attrs["trial_dir"]) / CHECKPOINT if attrs.get("trial_dir") else None
-    if own is not None and checkpoint.find(own) is not None:
+    own = trialdir.checkpoint_dir(Path(attrs["trial_dir"])) if attrs.get("trial_dir") else None
+    if own is not None and trialdir.find_checkpoint(own) is not None:
         older = attrs.get("resume_from")
         if older and Path(older) != own:
-            checkpoint.remove(Path(older))  # superseded by the newer one: keep disk bounded
+            trialdir.remove_checkpoint(Path(older))  # superseded by the newer one: keep disk bounded
         return str(own)
     older = attrs.get("resume_from")
-    return older if older and checkpoint.find(Path(older)) is not None else None
+    return older if older and trialdir.find_checkpoint(Path(older)) is not None else None
 
 
 def retry_attrs(number: int, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +173,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         except Exception:  # noqa: BLE001 - another worker finished or recovered it first
             continue
         if t.user_attrs.get("trial_dir"):
-            shutil.rmtree(Path(t.user_attrs["trial_dir"]) / "adapter", ignore_errors=True)
+            shutil.rmtree(trialdir.adapter_dir(Path(t.user_attrs["trial_dir"])), ignore_errors=True)
         if t.params:
             requeue(study, t.number, t.params, t.user_attrs)
         recovered.append(t.number)

@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import threading
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -195,14 +194,3 @@ def record(trial: Any, figures: dict[str, float | None]) -> None:
                 trial.set_user_attr(key, value)
             except Exception:  # noqa: BLE001 - a storage hiccup on a side figure must not fail the trial
                 pass
-
-
-def add_to_metrics_file(path: Path, figures: dict[str, float | None]) -> None:
-    """metrics.json gains {"resources": {...}} beside what results.write_result put there."""
-    from harness import results
-
-    try:
-        data = results.read_json(path) if path.exists() else {}
-        results.write_json(path, {**data, "resources": figures})
-    except Exception:  # noqa: BLE001 - the trial's own metrics are already safe on disk
-        pass

@@ -1,6 +1,6 @@
 """trial -> TrialSpec -> recipe -> value. Knows Optuna, not transformers.
 
-The recipe is passed in (`Recipe`), so the study side is tested with a fake recipe in milliseconds.
+The recipe is passed in (`spec.Recipe`), so the study side is tested with a fake recipe in milliseconds.
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness import checkpoint, failures, monitor, results, search_space, tracking
+from harness import failures, monitor, search_space, tracking, trialdir
 from harness.config import SweepConfig
-from harness.spec import OnEval, TrialResult, TrialSpec
+from harness.errors import TrialFailed
+from harness.spec import OnEval, Recipe, TrialResult, TrialSpec
 
-Recipe = Callable[[TrialSpec, OnEval], TrialResult]
 Progress = Callable[[str, dict], None]
-
-
-class TrialFailed(RuntimeError):
-    """A trial that ran but produced no usable value (e.g. every eval was NaN)."""
 
 
 class Objective:
@@ -37,11 +33,11 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         cfg = self.cfg
-        folder = results.trial_dir(self.study_dir, trial.number)
+        folder = trialdir.trial_dir(self.study_dir, trial.number)
         failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
         params = search_space.suggest(trial, cfg.parameters)
         spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
-        results.write_params(spec)
+        trialdir.write_params(spec)
         self.progress("trial_start", {"trial": trial.number, "params": params})
         self.skip_duplicate(trial, spec)
         self.tracker.start(spec)
@@ -57,35 +53,31 @@ class Objective:
             self.tracker.log_eval(step, metrics)
             return not cfg.multi_objective and trial.should_prune()
 
+        result: TrialResult | None = None
+        failed: str | None = None  # the traceback of an exception that fails this trial only
         try:
             result = self.run_recipe(trial, spec, on_eval)
         except Exception as e:
-            reason = failures.reason(e)
-            trial.set_user_attr("fail_reason", reason)
-            cleanup(spec)
+            failed = traceback.format_exc()
+            trial.set_user_attr("fail_reason", failures.reason(e))
+            raise
+        finally:
+            # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
+            # records FAIL; the retry is queued here and keeps the checkpoint it resumes from.
             resources = usage.stop()
             monitor.record(trial, resources)
-            results.write_json(
-                spec.output_dir / "metrics.json",
-                {
-                    "state": "FAIL",
-                    "fail_reason": reason,
-                    "traceback": traceback.format_exc(),
-                    "resources": resources,
-                },
-            )
-            self.tracker.finish("FAIL", {**resources})
-            self.progress("trial_fail", {"trial": trial.number, "reason": reason})
-            raise
-        except BaseException:  # Ctrl-C / SIGTERM: Optuna records FAIL; the retry is queued here
-            usage.stop()
-            self.tracker.finish("FAIL", {})
-            trial.set_user_attr("fail_reason", failures.INTERRUPTED)
-            failures.requeue(trial.study, trial.number, params, trial.user_attrs)
-            raise
-        cleanup(spec)
-        resources = usage.stop()
-        monitor.record(trial, resources)
+            if result is None and failed is None:
+                self.tracker.finish("FAIL", {})
+                trial.set_user_attr("fail_reason", failures.INTERRUPTED)
+                failures.requeue(trial.study, trial.number, params, trial.user_attrs)
+            else:
+                cleanup(spec)
+            if failed is not None:
+                reason = trial.user_attrs["fail_reason"]
+                trialdir.write_failure(folder, reason, traceback=failed, resources=resources)
+                self.tracker.finish("FAIL", {**resources})
+                self.progress("trial_fail", {"trial": trial.number, "reason": reason})
+        assert result is not None  # every other way out raised above
         record(trial, result)
         values = objective_values(cfg, result)
         missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
@@ -96,8 +88,7 @@ class Objective:
             trial.set_user_attr("fail_reason", f"no finite {' or '.join(missing)} was measured")
         else:
             state = "COMPLETE"
-        results.write_result(spec, result, state)
-        monitor.add_to_metrics_file(spec.output_dir / "metrics.json", resources)
+        trialdir.write_result(spec, result, state, resources)
         self.tracker.finish(state, {**result.metrics, **resources})
         self.keep_adapter(trial, spec, values[0] if state == "COMPLETE" else None)
         if result.pruned:
@@ -108,7 +99,8 @@ class Objective:
         self.progress(
             "trial_end", {"trial": trial.number, "value": values[0], "values": values, "result": result}
         )
-        return tuple(values) if cfg.multi_objective else values[0]  # type: ignore[return-value]
+        finite = [float(v) for v in values if v is not None]
+        return tuple(finite) if cfg.multi_objective else finite[0]
 
     def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
         """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
@@ -119,7 +111,7 @@ class Objective:
             return
         why = f"duplicate of failed trial {dup}"
         trial.set_user_attr("fail_reason", why)
-        results.write_json(spec.output_dir / "metrics.json", {"state": "FAIL", "fail_reason": why})
+        trialdir.write_failure(spec.output_dir, why)
         self.progress("trial_fail", {"trial": trial.number, "reason": why})
         raise TrialFailed(why)
 
@@ -135,13 +127,13 @@ class Objective:
         # Outside the except block, so the failed attempt's traceback (and its tensors) are released.
         trial.set_user_attr("oom_retry", smaller)
         _free_memory()
-        checkpoint.remove(spec.output_dir / "checkpoint")
+        trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
         training = spec.training.model_copy(update=smaller)
         return self.recipe(dataclasses.replace(spec, training=training, resume_from=None), on_eval)
 
     def keep_adapter(self, trial: optuna.Trial, spec: TrialSpec, value: float | None) -> None:
         """The best COMPLETE trial's adapter becomes results/<study>/best-adapter/; others are deleted."""
-        adapter = spec.output_dir / "adapter"
+        adapter = trialdir.adapter_dir(spec.output_dir)
         if not adapter.exists():
             return
         study = trial.study
@@ -153,7 +145,7 @@ class Objective:
             better = best is None or (value > best if maximize else value < best)
         if better:
             info = {"trial": trial.number, "value": value, "params": spec.params}
-            checkpoint.keep_best_adapter(self.study_dir, adapter, info)
+            trialdir.keep_best_adapter(self.study_dir, adapter, info)
         else:
             shutil.rmtree(adapter, ignore_errors=True)
 
@@ -169,8 +161,8 @@ def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
 
 def cleanup(spec: TrialSpec) -> None:
     """A trial that ended (not interrupted) needs no checkpoint, nor the one it resumed from."""
-    checkpoint.remove(spec.output_dir / "checkpoint")
-    checkpoint.remove(spec.resume_from)
+    trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
+    trialdir.remove_checkpoint(spec.resume_from)
 
 
 def _free_memory() -> None:

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from harness import results
 from harness import study as st
+from harness import trialdir
 from harness.config import SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.spec import TrialResult, TrialSpec
@@ -86,7 +86,7 @@ def export_config(study: optuna.Study, best: FrozenTrial) -> dict[str, Any]:
 def write_export(path: Path, data: dict[str, Any], header: str) -> None:
     """Write, then load it back with load_sweep: an exported file that does not validate is our bug."""
     text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    results.atomic_write_text(path, text)
+    trialdir.atomic_write_text(path, text)
     try:
         load_sweep(path)
     except ConfigError as e:
@@ -117,7 +117,7 @@ def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path
     for key in ("best_step", "steps_run", "duration_s", "peak_rss_mb"):
         if best.user_attrs.get(key) is not None:
             table.add_row(key, _fmt(best.user_attrs[key]))
-    table.add_row("folder", str(results.trial_dir(folder, best.number)))
+    table.add_row("folder", str(trialdir.trial_dir(folder, best.number)))
     console.print(table)
 
 
@@ -207,10 +207,10 @@ def promote(cfg: SweepConfig, console: Console, promoter: Promoter | None = None
     quiet_libraries()  # the same quiet output as `sweep run`
     if promoter is None:
         promoter = real_promoter(cfg)
-    results.write_params(spec)
+    trialdir.write_params(spec)
     result = promoter(spec, adapter_dir)
     state = "COMPLETE" if result.value is not None else "FAIL"
-    results.write_result(spec, result, state)
+    trialdir.write_result(spec, result, state)
     return result, adapter_dir
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
-from harness import checkpoint
 from harness import fixtures as fx
-from harness.config import LOSS_METRICS
-from harness.failures import NonFiniteLoss
+from harness import trialdir
+from harness.config import LOSS_METRICS, SweepConfig
+from harness.errors import NonFiniteLoss
 from harness.spec import OnEval, TrialResult, TrialSpec
 
 
@@ -94,7 +94,7 @@ class EvalLoop(TrainerCallback):
         self.bad_evals = 0
         self.pruned = self.stopped_early = False
         self.trainer: Any = None  # set by finetune: checkpoints need the optimizer, scheduler and state
-        self.checkpoint_dir = spec.output_dir / "checkpoint" if spec.number >= 0 else None
+        self.checkpoint_dir = trialdir.checkpoint_dir(spec.output_dir) if spec.number >= 0 else None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -110,11 +110,11 @@ class EvalLoop(TrainerCallback):
         self.best, self.best_step, self.bad_evals = state["best"], state["best_step"], state["bad_evals"]
         self.best_state = best_state
 
-    def improved(self, value: float) -> bool:
+    def gain(self, value: float) -> float:
+        """How much `value` improves on the best so far (positive = better); inf for the first eval."""
         if self.best is None:
-            return True
-        delta = value - self.best if self.maximize else self.best - value
-        return delta > self.spec.sweep.early_stopping.threshold
+            return math.inf
+        return value - self.best if self.maximize else self.best - value
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
         if logs:
@@ -133,11 +133,13 @@ class EvalLoop(TrainerCallback):
             raise NonFiniteLoss(f"non-finite loss at step {step} (eval_loss {metrics['eval_loss']})")
         self.history.append(metrics)
         value = metrics.get(self.metric, math.nan)
-        if math.isfinite(value) and self.improved(value):
-            self.best, self.best_step, self.bad_evals = value, step, 0
+        gain = self.gain(value) if math.isfinite(value) else -math.inf
+        # The threshold (min_delta) only decides patience; the value, best step and adapter snapshot
+        # follow the true best, so an improvement smaller than the threshold is still kept.
+        self.bad_evals = 0 if gain > self.spec.sweep.early_stopping.threshold else self.bad_evals + 1
+        if gain > 0:
+            self.best, self.best_step = value, step
             self.best_state = adapter_state(model)
-        else:
-            self.bad_evals += 1
         patience = self.spec.sweep.early_stopping.patience
         if patience and self.bad_evals >= patience and step < state.max_steps:  # at the end it is no stop
             self.stopped_early = control.should_training_stop = True
@@ -145,8 +147,35 @@ class EvalLoop(TrainerCallback):
             self.pruned = control.should_training_stop = True
         if self.checkpoint_dir is not None and self.trainer is not None and not control.should_training_stop:
             if step < state.max_steps:
-                adapter = adapter_state(model)
-                checkpoint.save(self.checkpoint_dir, self.trainer, adapter, self.best_state, self.state())
+                save_checkpoint(self.checkpoint_dir, self.trainer, adapter_state(model), self)
+
+
+def save_checkpoint(folder: Path, trainer: Any, adapter: dict[str, torch.Tensor], loop: EvalLoop) -> None:
+    """The trial so far -> folder (trialdir's layout), atomically: adapter and best adapter as
+    safetensors, the Trainer's optimizer/scheduler/RNG/state in its own resume layout, loop.json last."""
+    from safetensors.torch import save_file
+
+    tmp = trialdir.fresh_tmp(folder)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in adapter.items()}, str(tmp / trialdir.ADAPTER_FILE)
+    )
+    if loop.best_state is not None:
+        best = {k: v.detach().contiguous().cpu() for k, v in loop.best_state.items()}
+        save_file(best, str(tmp / trialdir.BEST_FILE))
+    # Private Trainer calls: the Trainer has no public "save resumable state" without saving the model,
+    # and saving the model would go through state_dict() on the shared 4-bit base (see adapter_state).
+    trainer._save_optimizer_and_scheduler(str(tmp))
+    trainer._save_rng_state(str(tmp))
+    trainer.state.save_to_json(str(tmp / trialdir.STATE_FILE))
+    trialdir.write_loop(tmp, loop.state())
+    trialdir.swap_in(tmp, folder)
+
+
+def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    path = folder / name
+    return load_file(str(path)) if path.is_file() else None
 
 
 def adapter_state(model: Any) -> dict[str, torch.Tensor]:
@@ -270,7 +299,7 @@ def finetune(
     start = time.perf_counter()
     set_seed(spec.seed)  # LoRA init and dropout depend on it: same spec -> same result
     model = get_peft_model(fixtures.model, lora_config(spec))
-    resume = checkpoint.find(spec.resume_from)
+    resume = trialdir.find_checkpoint(spec.resume_from)
     try:
         loop = EvalLoop(spec, fixtures, on_eval or (lambda step, metrics: False))
         trainer = SFTTrainer(
@@ -286,8 +315,8 @@ def finetune(
             # Our adapter file, copied into the parameters; the Trainer's own model loading would go
             # through load_state_dict on the 4-bit base. It still restores optimizer, scheduler, RNG and
             # step from the checkpoint, and skips the batches already trained on.
-            restore_adapter(model, checkpoint.load_tensors(resume) or {})
-            loop.load_state(checkpoint.load_loop(resume), checkpoint.load_tensors(resume, checkpoint.BEST))
+            restore_adapter(model, load_tensors(resume, trialdir.ADAPTER_FILE) or {})
+            loop.load_state(trialdir.read_loop(resume), load_tensors(resume, trialdir.BEST_FILE))
             trainer._load_from_checkpoint = lambda *a, **k: None
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
@@ -327,3 +356,20 @@ def finetune(
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.
         model.unload()
         fixtures.model.eval()
+
+
+class QLoRARecipe:
+    """The real recipe (spec.Recipe, spec.MeasuresBaseline): the session fixtures are bound once, and
+    every trial of every sweep in this process reuses them."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+        self.fixtures = fx.get(cfg)
+
+    def __call__(self, spec: TrialSpec, on_eval: OnEval) -> TrialResult:
+        # The adapter is saved for the objective, which keeps the best one as results/<study>/best-adapter.
+        adapter = trialdir.adapter_dir(spec.output_dir) if spec.number >= 0 else None
+        return finetune(spec, self.fixtures, on_eval, save_adapter_to=adapter)
+
+    def baseline(self) -> dict[str, float]:
+        return baseline_metrics(self.fixtures, TrialSpec.build(self.cfg, {}, -1, self.cfg.study_dir))

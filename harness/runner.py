@@ -22,8 +22,8 @@ from harness import comparison, failures
 from harness import study as st
 from harness.config import SweepConfig
 from harness.errors import HarnessError
-from harness.objective import Objective, Recipe, StopAfterFailures
-from harness.spec import OnEval, TrialResult, TrialSpec
+from harness.objective import Objective, StopAfterFailures
+from harness.spec import MeasuresBaseline, Recipe
 
 
 @dataclass
@@ -35,20 +35,11 @@ class RunOutcome:
 
 
 def real_recipe(cfg: SweepConfig) -> Recipe:
-    """Bind the session fixtures once; every trial of every sweep in this process reuses them."""
-    from harness import fixtures
-    from harness.recipe import baseline_metrics, finetune
+    """The QLoRA recipe with this sweep's session fixtures (imported here: the study side runs without
+    torch until a real trial is needed)."""
+    from harness.recipe import QLoRARecipe
 
-    shared = fixtures.get(cfg)
-
-    def run(spec: TrialSpec, on_eval: OnEval) -> TrialResult:
-        # The adapter is saved for the objective, which keeps the best one as results/<study>/best-adapter.
-        adapter = spec.output_dir / "adapter" if spec.number >= 0 else None
-        return finetune(spec, shared, on_eval, save_adapter_to=adapter)
-
-    # run_sweep measures the untrained base once per study through this (a fake recipe may offer one too).
-    run.baseline = lambda: baseline_metrics(shared, TrialSpec.build(cfg, {}, -1, cfg.study_dir))  # type: ignore[attr-defined]
-    return run
+    return QLoRARecipe(cfg)
 
 
 def quiet_libraries() -> None:
@@ -132,10 +123,9 @@ def run_sweep(
 
 def measure_baseline(study: optuna.Study, recipe: Recipe, remaining: int, console: Console) -> None:
     """The untrained base's metrics, once per study (study user attr `baseline_metrics`)."""
-    baseline = getattr(recipe, "baseline", None)
-    if baseline is None or not remaining or "baseline_metrics" in study.user_attrs:
+    if not isinstance(recipe, MeasuresBaseline) or not remaining or "baseline_metrics" in study.user_attrs:
         return
-    metrics = comparison.finite(baseline())
+    metrics = comparison.finite(recipe.baseline())
     study.set_user_attr("baseline_metrics", metrics)
     if "eval_loss" in metrics:
         console.print(f"{study.study_name}: untrained base eval_loss {metrics['eval_loss']:.4g}")

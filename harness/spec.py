@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from harness.config import SweepConfig, TrainingConfig
 
@@ -26,7 +26,7 @@ class TrialSpec:
     output_dir: Path
     seed: int
     resume_from: Path | None = None
-    """A checkpoint folder (harness.checkpoint) to continue from: set on the retry of an interrupted trial."""
+    """A checkpoint folder (trialdir layout) to continue from: set on the retry of an interrupted trial."""
 
     @classmethod
     def build(cls, sweep: SweepConfig, params: dict[str, Any], number: int, output_dir: Path) -> TrialSpec:
@@ -80,3 +80,17 @@ class TrialResult:
 
 # on_eval(step, metrics) -> True to stop the trial now (pruned). The objective supplies it.
 OnEval = Callable[[int, dict[str, float]], bool]
+
+
+class Recipe(Protocol):
+    """What the study side runs per trial: train one config, report each eval, return the result.
+    A plain function with this signature is a recipe (tests pass fakes)."""
+
+    def __call__(self, spec: TrialSpec, on_eval: OnEval) -> TrialResult: ...
+
+
+@runtime_checkable
+class MeasuresBaseline(Protocol):
+    """Optional: a recipe that can also score the untrained base, once per study (`baseline_metrics`)."""
+
+    def baseline(self) -> dict[str, float]: ...

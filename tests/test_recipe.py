@@ -103,4 +103,45 @@ def test_early_stopping_stops_when_the_metric_stalls(tiny, tmp_path):
     # lr so small nothing improves by the threshold: patience 1 ends the trial at the second eval.
     cfg = tiny("early_stopping.patience=1", "early_stopping.threshold=0.5")
     result = finetune(spec_for(cfg, tmp_path, learning_rate=1e-6), fixtures.get(cfg))
-    assert result.stopped_early and result.steps_run == 8 and result.best_step == 4
+    assert result.stopped_early and result.steps_run == 8
+    # The trial's best is the true best of its evals, even a gain smaller than the threshold.
+    losses = [h["eval_loss"] for h in result.history]
+    assert result.best_step == result.history[losses.index(min(losses))]["step"]
+
+
+def test_value_best_step_and_adapter_follow_the_true_best_not_the_threshold(tiny, tmp_path):
+    """early_stopping.threshold (min_delta) only decides patience: improvements smaller than it still make
+    the new best value, best step and kept adapter."""
+    from peft import PeftModel
+
+    from harness.evaluation import token_nll
+
+    cfg = tiny("early_stopping.patience=10", "early_stopping.threshold=0.5")
+    fx = fixtures.get(cfg)
+    result = finetune(spec_for(cfg, tmp_path, learning_rate=2e-3), fx, save_adapter_to=tmp_path / "a")
+    losses = [h["eval_loss"] for h in result.history]
+    assert [h["step"] for h in result.history] == [4, 8, 12]
+    # The last eval is the best, by less than the threshold (the old rule recorded step 8's value).
+    assert losses[2] < losses[1] < losses[0] and losses[1] - losses[2] < 0.5
+    assert result.value == min(losses) == losses[2]
+    assert result.best_step == 12
+    assert result.metrics["eval_loss"] == result.value
+    # The adapter saved is the best one: put back on the base, it scores the best eval_loss again.
+    model = PeftModel.from_pretrained(fx.model, str(tmp_path / "a"))
+    try:
+        nll, n = token_nll(model, fx.eval_batches)
+    finally:
+        model.unload()
+    # Equal up to float noise (~1e-5), and far closer to the best eval than to any other eval.
+    assert nll / n == pytest.approx(result.value, rel=1e-4)
+    assert abs(nll / n - result.value) < (losses[1] - losses[2]) / 10
+
+
+def test_threshold_counts_small_gains_as_no_improvement_for_patience(tiny, tmp_path):
+    cfg = tiny("early_stopping.patience=1", "early_stopping.threshold=3.0")
+    result = finetune(spec_for(cfg, tmp_path, learning_rate=2e-3), fixtures.get(cfg))
+    losses = [h["eval_loss"] for h in result.history]
+    # Step 8 improves on step 4, by less than 3.0: a bad eval for patience, yet the new best.
+    assert 0 < losses[0] - losses[1] < 3.0
+    assert result.stopped_early and result.steps_run == 8
+    assert result.value == losses[1] and result.best_step == 8

@@ -30,9 +30,9 @@ from rouge_score import rouge_scorer
 
 from harness import prices
 from harness.errors import ConfigError, DataError, closest
+from harness.tokenize import IGNORE_INDEX, encode_batch, encode_prompts
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-IGNORE_INDEX = -100
 
 # ----------------------------------------------------------------------------------------------------
 # Loss and perplexity
@@ -43,30 +43,25 @@ def eval_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """Tokenized, right-padded validation batches with labels only on completion tokens (+ EOS).
 
-    Tokenization mirrors trl's SFTTrainer for prompt/completion data, so eval_loss measures the same
-    tokens the trainer trains on: `prompt + completion + eos_token` is tokenized as one string and the
-    completion starts where it diverges from the tokenized prompt alone (BPE can merge tokens across
-    the boundary, so "len(prompt ids)" is not always right). Sequences are cut to `max_length` from the
-    right, like the trainer. Rows are sorted by length before batching so little compute goes to padding;
-    the order does not matter because token_nll returns a sum.
+    Tokenized by harness.tokenize.encode_batch, the function that builds the training set, so eval_loss
+    scores exactly the tokens the trainer trains on, after exactly the prompt ids generation is fed.
+    Sequences are cut to `max_length` from the right, like the training rows. Rows are sorted by length
+    before batching so little compute goes to padding; the order does not matter because token_nll
+    returns a sum.
     """
     if batch_size <= 0 or max_length <= 1:
         raise ValueError(f"need batch_size > 0 and max_length > 1, got {batch_size}, {max_length}")
-    eos = tokenizer.eos_token or ""
     pad_id = _pad_id(tokenizer)
-    examples: list[tuple[list[int], list[int]]] = []
+    pairs: list[tuple[str, str]] = []
     for i, row in enumerate(rows):
         try:
-            prompt, completion = row["prompt"], row["completion"]
+            pairs.append((row["prompt"], row["completion"]))
         except KeyError as e:
             raise DataError(f"validation row {i} has no {e.args[0]!r} column") from None
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        ids = tokenizer(prompt + completion + eos)["input_ids"]
-        start = _common_prefix_length(prompt_ids, ids)
-        ids = ids[:max_length]
-        labels = [IGNORE_INDEX] * min(start, len(ids)) + ids[start:]
-        examples.append((ids, labels))
-    if examples and all(all(t == IGNORE_INDEX for t in lab) for _, lab in examples):
+    prompts, completions = [p for p, _ in pairs], [c for _, c in pairs]
+    encoded = encode_batch(prompts, completions, tokenizer, max_length, completion_only=True)
+    examples = [(e.input_ids, e.labels) for e in encoded]
+    if encoded and not any(e.has_completion for e in encoded):
         raise DataError(
             f"no completion token fits in max_length={max_length} for any validation row: "
             "the prompts are too long; raise training.max_seq_length or shorten the template"
@@ -172,7 +167,7 @@ def generate(
         eos_token_id=sorted(stop_ids) or None,
     )
 
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    encoded = encode_prompts(tokenizer, prompts)  # the very prompt ids training and eval_batches put first
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     device = _device(model)
     results: list[str] = [""] * len(prompts)
@@ -257,15 +252,6 @@ def _device(model: Any) -> torch.device:
     if isinstance(device, torch.device):
         return device
     return next(model.parameters()).device
-
-
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 
 from harness.config import ModelConfig, SweepConfig, TrainingConfig
 from harness.errors import ConfigError
+from harness.tokenize import encode_batch
 
 T = TypeVar("T")
 
@@ -183,17 +184,10 @@ def splits(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> Any:
 
 
 def tokenize_rows(rows: Any, tok: Any, max_length: int, completion_only: bool) -> dict[str, list[list[int]]]:
-    """prompt + completion + eos -> input_ids, labels (-100 on the prompt when completion_only)."""
-    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    ids_out, labels_out = [], []
-    prompts = tok(list(rows["prompt"]), add_special_tokens=True)["input_ids"]
-    completions = tok(list(rows["completion"]), add_special_tokens=False)["input_ids"]
-    for p, c in zip(prompts, completions, strict=True):
-        ids = (p + c + eos)[:max_length]
-        labels = ([-100] * len(p) if completion_only else list(p)) + c + eos
-        ids_out.append(ids)
-        labels_out.append(labels[:max_length])
-    return {"input_ids": ids_out, "labels": labels_out}
+    """prompt + completion + eos -> input_ids, labels (-100 on the prompt when completion_only), by
+    harness.tokenize: the same tokens eval_batches scores and generation continues from."""
+    encoded = encode_batch(list(rows["prompt"]), list(rows["completion"]), tok, max_length, completion_only)
+    return {"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]}
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+# ruff (lint + format) and mypy (settings in pyproject.toml: harness/, pydantic plugin).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check harness tests benchmarks && $(VENV)/bin/ruff format --check harness tests benchmarks
+	$(VENV)/bin/ruff check harness tests benchmarks scripts
+	$(VENV)/bin/ruff format --check harness tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 install: $(STAMP)
 

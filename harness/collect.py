@@ -197,7 +197,8 @@ def run_one(
     whether they end the run or count as one file's error)."""
     from optuna.trial import TrialState
 
-    from harness.runner import SweepStopped, check_failures, run_sweep, trials_table
+    from harness.runner import SweepStopped, check_failures, run_sweep
+    from harness.studyview import trials_table
 
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
@@ -216,7 +217,8 @@ def run_one(
     if complete:
         from harness import study as st
 
-        report.best_value = st.primary_value(st.best_trial(outcome.study))  # type: ignore[arg-type]
+        best = st.best_trial(outcome.study)
+        report.best_value = st.primary_value(best) if best is not None else None
     report.outcomes = check_study(cfg.expectations, outcome.study, cfg.metric.name, smoke=smoke)
     for o in report.outcomes:
         label = "[green]PASS[/]" if o.passed else "[red]FAIL[/]"

@@ -304,9 +304,9 @@ def _passthrough(row: Row) -> Row:
 
 
 def _template_formatter(prompt: str, completion: str, cols: list[str], where: str, found: str) -> Formatter:
-    for which, fmt in (("prompt", prompt), ("completion", completion)):
+    for which, text in (("prompt", prompt), ("completion", completion)):
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
+            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
         except ValueError as e:
             raise DataError(f"dataset.template.{which} is not a valid format string: {e}.") from None
         for field in fields:
@@ -351,7 +351,7 @@ def _chat_formatter(column: str, tokenizer: Any, where: str) -> Formatter:
         full = tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
         # Taking the completion from the rendered text keeps the template's end-of-turn markers.
         completion = full[len(prompt) :] if full.startswith(prompt) else _text(messages[last]["content"])
-        if strip_bos and prompt.startswith(bos):
+        if strip_bos and bos and prompt.startswith(bos):
             prompt = prompt[len(bos) :]
         return {"prompt": prompt, "completion": completion}
 

@@ -115,9 +115,9 @@ def parse_expectations(
     return out
 
 
-def _parse_condition(spec: Any, default_scope: str) -> tuple[tuple[Condition, ...], Scope]:
+def _parse_condition(spec: Any, default_scope: Scope) -> tuple[tuple[Condition, ...], Scope]:
     if isinstance(spec, str):
-        return (_parse_text(spec),), default_scope  # type: ignore[return-value]
+        return (_parse_text(spec),), default_scope
     if isinstance(spec, Mapping):
         unknown = [k for k in spec if k not in (*BOUND_KEYS, "scope")]
         if unknown:

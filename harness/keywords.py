@@ -15,6 +15,9 @@ from harness.config import SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.sweepfile import read_yaml
 
+Predicate = Callable[[list[str]], bool]
+"""The compiled expression: lowercased keywords -> selected?"""
+
 
 class KeywordExpr:
     """pytest's -k grammar: `or` < `and` < `not` < parentheses; a word matches when it is a
@@ -50,30 +53,28 @@ class KeywordExpr:
     def _peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
-    def _or(self) -> Callable[[list[str]], bool]:
-        left = self._and()
+    def _or(self) -> Predicate:
+        terms = [self._and()]
         while self._peek() == "or":
             self.pos += 1
-            a, b = left, self._and()
-            left = lambda k, a=a, b=b: a(k) or b(k)  # noqa: E731 - a tiny closure tree is the evaluator
-        return left
+            terms.append(self._and())
+        return terms[0] if len(terms) == 1 else lambda k: any(t(k) for t in terms)
 
-    def _and(self) -> Callable[[list[str]], bool]:
-        left = self._not()
+    def _and(self) -> Predicate:
+        terms = [self._not()]
         while self._peek() == "and":
             self.pos += 1
-            a, b = left, self._not()
-            left = lambda k, a=a, b=b: a(k) and b(k)  # noqa: E731
-        return left
+            terms.append(self._not())
+        return terms[0] if len(terms) == 1 else lambda k: all(t(k) for t in terms)
 
-    def _not(self) -> Callable[[list[str]], bool]:
+    def _not(self) -> Predicate:
         if self._peek() == "not":
             self.pos += 1
             inner = self._not()
             return lambda k: not inner(k)
         return self._atom()
 
-    def _atom(self) -> Callable[[list[str]], bool]:
+    def _atom(self) -> Predicate:
         tok = self._peek()
         if tok is None:
             raise self._error("expression ends too early")

@@ -139,9 +139,10 @@ class Objective:
         study = trial.study
         better = False
         if value is not None and len(study.directions) == 1:
-            done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            done = [t.value for t in complete if t.value is not None]
             maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-            best = (max if maximize else min)(done) if done else None  # type: ignore[type-var]
+            best = (max if maximize else min)(done) if done else None
             better = best is None or (value > best if maximize else value < best)
         if better:
             info = {"trial": trial.number, "value": value, "params": spec.params}
@@ -179,8 +180,8 @@ def objective_values(cfg: SweepConfig, result: TrialResult) -> list[float | None
     """The trial's value(s). One objective: the best value seen at any eval (result.value). Several: each
     metric as finally measured with the best adapter (the primary's best eval), so they belong together."""
     if not cfg.multi_objective:
-        ok = result.value is not None and math.isfinite(result.value)
-        return [float(result.value) if ok else None]  # type: ignore[arg-type]
+        value = result.value
+        return [float(value) if value is not None and math.isfinite(value) else None]
     out: list[float | None] = []
     for i, m in enumerate(cfg.objectives):
         v = result.metrics.get(m.name, result.value if i == 0 else None)

@@ -27,7 +27,7 @@ def lora_config(spec: TrialSpec) -> Any:
     t = spec.training
     return LoraConfig(
         r=t.r,
-        lora_alpha=spec.lora_alpha,
+        lora_alpha=spec.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; k*r may be fractional
         lora_dropout=t.lora_dropout,
         target_modules=t.target_modules,
         bias="none",
@@ -317,7 +317,7 @@ def finetune(
             # step from the checkpoint, and skips the batches already trained on.
             restore_adapter(model, load_tensors(resume, trialdir.ADAPTER_FILE) or {})
             loop.load_state(trialdir.read_loop(resume), load_tensors(resume, trialdir.BEST_FILE))
-            trainer._load_from_checkpoint = lambda *a, **k: None
+            trainer._load_from_checkpoint = lambda *a, **k: None  # type: ignore[method-assign]
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
         if loop.best_state is not None:

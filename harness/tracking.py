@@ -25,10 +25,9 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from harness.config import SweepConfig
-from harness.errors import ConfigError
 from harness.spec import TrialSpec
 
 log = logging.getLogger("harness.tracking")
@@ -83,10 +82,10 @@ class WandbTracker:
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg
         self.run: Any = None
-        self.mode: str | None = None
+        self.mode: Literal["offline"] | None = None
         self._mode_known = False
 
-    def _mode(self, wandb: Any) -> str | None:
+    def _mode(self, wandb: Any) -> Literal["offline"] | None:
         """WANDB_MODE wins; else online only with a stored key, so a sweep never waits at a login prompt."""
         if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
             return None
@@ -271,25 +270,6 @@ class SafeTracker:
             return
         self._open = False
         self._call("finish", state, metrics)
-
-
-BACKENDS = {"wandb": ("wandb", "wandb"), "tensorboard": ("tensorboard", "tensorboard")}
-
-
-def check_available(cfg: SweepConfig) -> None:
-    """For `sweep run` before anything is written: a chosen backend whose package is missing is a user
-    error with a fix, not something to discover as a warning after the first trial."""
-    import importlib.util
-
-    backend = cfg.tracking.backend
-    if backend == "none":
-        return
-    module, extra = BACKENDS[backend]
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(
-            f"tracking.backend is {backend!r} but the {module!r} package is not installed: "
-            f"pip install 'harness[{extra}]' (or set tracking.backend: none)"
-        )
 
 
 def make_tracker(cfg: SweepConfig) -> Tracker:

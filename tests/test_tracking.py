@@ -10,29 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import fake_recipe, sweep
 from optuna.trial import TrialState
-from test_study import fake_recipe  # the same fast fake trial as the study tests
 
-from harness import results, tracking
-from harness.errors import ConfigError
+from harness import tracking, trialdir
 from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
-from harness.sweepfile import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def sweep(tmp_path: Path, *overrides: str):
-    return load_sweep(
-        ROOT / "sweeps/pricer.yaml",
-        [
-            f"results_dir={tmp_path}",
-            "budget.max_steps=60",
-            "budget.eval_steps=20",
-            "budget.n_trials=2",
-            *overrides,
-        ],
-    )
+TWO = "budget.n_trials=2"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -78,7 +63,7 @@ def wandb_offline(monkeypatch, tmp_path):
 
 
 def test_offline_wandb_sweep_leaves_one_grouped_run_per_trial(tmp_path, wandb_offline):
-    cfg = sweep(tmp_path, "tracking.backend=wandb", "tracking.tags=[nightly]")
+    cfg = sweep(tmp_path, TWO, "tracking.backend=wandb", "tracking.tags=[nightly]")
     study = run_sweep(cfg, recipe=fake_recipe).study
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
@@ -161,7 +146,7 @@ def test_tensorboard_sweep_writes_one_event_file_per_trial(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    cfg = sweep(tmp_path, "tracking.backend=tensorboard")
+    cfg = sweep(tmp_path, TWO, "tracking.backend=tensorboard")
     study = run_sweep(cfg, recipe=fake_recipe).study
     for trial in study.trials:
         folder = cfg.study_dir / "tb" / f"trial-{trial.number:04d}"
@@ -226,7 +211,7 @@ def test_a_tracker_that_raises_does_not_fail_the_trial(tmp_path, monkeypatch, ca
 
 def test_a_broken_tensorboard_folder_only_disables_tracking(tmp_path, caplog):
     pytest.importorskip("tensorboard")
-    cfg = sweep(tmp_path, "tracking.backend=tensorboard")
+    cfg = sweep(tmp_path, TWO, "tracking.backend=tensorboard")
     cfg.study_dir.mkdir(parents=True)
     (cfg.study_dir / "tb").write_text("a file where the log folder should be")
     with caplog.at_level(logging.WARNING, logger="harness.tracking"):
@@ -274,26 +259,13 @@ def test_safe_tracker_closes_a_run_left_open_and_finish_is_idempotent():
     ]
 
 
-def test_missing_backend_package_is_a_config_error(tmp_path, monkeypatch):
-    import importlib.util
-
-    cfg = sweep(tmp_path, "tracking.backend=wandb")
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
-    )
-    with pytest.raises(ConfigError, match=r"pip install 'harness\[wandb\]'"):
-        tracking.check_available(cfg)
-    tracking.check_available(sweep(tmp_path))  # backend none needs nothing
-
-
 def test_default_is_no_tracking(tmp_path):
-    cfg = sweep(tmp_path)
+    cfg = sweep(tmp_path, TWO)
     assert cfg.tracking.backend == "none"
     assert isinstance(tracking.make_tracker(cfg), tracking.NullTracker)
     run_sweep(cfg, recipe=fake_recipe)
     assert not (cfg.study_dir / "wandb").exists() and not (cfg.study_dir / "tb").exists()
-    assert (results.trial_dir(cfg.study_dir, 0) / "metrics.json").exists()
+    assert (trialdir.trial_dir(cfg.study_dir, 0) / "metrics.json").exists()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -320,7 +292,7 @@ def test_a_real_tiny_trial_logs_training_and_eval_lines(tmp_path):
     (trial,) = study.trials
     assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
 
-    lines = results.read_jsonl(results.trial_dir(cfg.study_dir, 0) / "log.jsonl")
+    lines = trialdir.read_jsonl(trialdir.trial_dir(cfg.study_dir, 0) / "log.jsonl")
     train = [r for r in lines if "loss" in r and not r.get("eval")]
     evals = [r for r in lines if r.get("eval")]
     assert [r["step"] for r in train] == [2, 4]

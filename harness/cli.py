@@ -1,4 +1,9 @@
-"""The `sweep` command: verbs only. Each parses its arguments and calls one function."""
+"""The `sweep` command: verbs only. Each parses its arguments, calls one function and prints the result.
+
+The logic lives in the module each verb imports: collect (run), status (status, list), report and compare
+(report, compare), promote (best, train), watch (watch, dashboard). Those imports sit inside the verbs:
+optuna, pandas and plotly cost about a second, which `sweep --help` and a mistyped flag should not pay.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,15 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.promote import Promoter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -104,11 +113,113 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
 
 
-def _call(module: str, function: str, args: argparse.Namespace, console: Console) -> int:
-    """Verbs live in the module that owns their logic; imported lazily so `sweep --help` stays fast."""
-    import importlib
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from harness import status
 
-    return int(getattr(importlib.import_module(module), function)(args, console))
+    for item in status.status_report(args.study, args.results_dir or "results", args.storage):
+        console.print(item, markup=False)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from harness import status
+    from harness import study as st
+
+    results_dir = args.results_dir or "results"
+    found = st.discover(results_dir, args.storage)
+    if not found:
+        console.print(f"no studies in {results_dir}/ (run `sweep run` first)")
+        return 0
+    console.print(status.list_table(found))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from harness import compare, report
+    from harness.studyview import load_study_data
+
+    formats = report.parse_formats(getattr(args, "format", None))
+    targets = list(args.study)
+    results_dir = args.results_dir or "results"
+    if getattr(args, "trials", None):
+        if len(targets) != 1:
+            raise HarnessError("--trials compares trials of one study: give exactly one study")
+        data = load_study_data(targets[0], results_dir, args.storage)
+        _print_written(console, compare.write_trials_compare(data, args.trials, formats))
+        return 0
+    if getattr(args, "compare", False):
+        return _compare(targets, results_dir, args.storage, formats, console)
+    for target in targets:
+        data = load_study_data(target, results_dir, args.storage)
+        paths, importances, why = report.write_report(data, formats)
+        report.print_summary(data, console, importances, why)
+        _print_written(console, paths)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from harness import report
+
+    formats = report.parse_formats(getattr(args, "format", None) or "md,html")
+    return _compare(list(args.study), args.results_dir or "results", args.storage, formats, console)
+
+
+def _compare(
+    targets: list[str], results_dir: str, storage: str | None, formats: list[str], console: Console
+) -> int:
+    from harness import compare
+
+    datas = compare.load_studies(targets, results_dir, storage)
+    console.print(compare.best_table(datas))
+    _print_written(console, compare.write_compare(datas, compare.compare_dir(results_dir, datas), formats))
+    return 0
+
+
+def _print_written(console: Console, paths: Sequence[Path]) -> None:
+    if paths:
+        console.print("wrote " + ", ".join(str(p) for p in paths), markup=False)
+
+
+def cmd_best(args: argparse.Namespace, console: Console) -> int:
+    from harness import promote
+
+    winner = promote.find_best(args.study, args.results_dir or "results", args.storage)
+    promote.print_best(winner.study, winner.trial, winner.metric, winner.folder, console)
+    if args.export:
+        path = Path(args.export)
+        promote.export_best(winner, path)
+        console.print(f"wrote {path}; train it with: sweep train {path}", markup=False)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, console: Console, promoter: Promoter | None = None) -> int:
+    """`promoter` stands in for the real fine-tune in tests."""
+    from harness import promote
+    from harness.sweepfile import load_sweep
+
+    cfg = load_sweep(args.file, list(args.overrides))
+    result, adapter_dir = promote.promote(cfg, console, promoter)
+    console.print(promote.metrics_table(result, cfg.metric.name))
+    console.print(promote.trained_line(cfg, result, adapter_dir), markup=False)
+    return 0 if result.value is not None else 1
+
+
+def cmd_watch(args: argparse.Namespace, console: Console) -> int:
+    from harness import study as st
+    from harness import watch
+
+    study = st.load(args.study, args.results_dir, args.storage)
+    watch.follow(study, console, interval=args.interval, once=args.once)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
+    from harness import watch
+
+    host = getattr(args, "host", None) or "127.0.0.1"
+    port = int(getattr(args, "port", None) or 8080)
+    watch.serve_dashboard(args.study, args.results_dir, args.storage, console, host, port)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,14 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if e.code else EXIT_OK
     handlers = {
         "run": cmd_run,
-        "status": lambda a, c: _call("harness.report", "cmd_status", a, c),
-        "list": lambda a, c: _call("harness.report", "cmd_list", a, c),
-        "report": lambda a, c: _call("harness.report", "cmd_report", a, c),
-        "compare": lambda a, c: _call("harness.report", "cmd_compare", a, c),
-        "best": lambda a, c: _call("harness.promote", "cmd_best", a, c),
-        "train": lambda a, c: _call("harness.promote", "cmd_train", a, c),
-        "watch": lambda a, c: _call("harness.watch", "cmd_watch", a, c),
-        "dashboard": lambda a, c: _call("harness.watch", "cmd_dashboard", a, c),
+        "status": cmd_status,
+        "list": cmd_list,
+        "report": cmd_report,
+        "compare": cmd_compare,
+        "best": cmd_best,
+        "train": cmd_train,
+        "watch": cmd_watch,
+        "dashboard": cmd_dashboard,
     }
     previous = _stop_on_sigterm()
     try:

@@ -8,12 +8,11 @@ longer `train:` budget, saves the adapter (safetensors) and scores it on the hel
 
 from __future__ import annotations
 
-import argparse
 import copy
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import yaml
@@ -27,6 +26,7 @@ from harness import trialdir
 from harness.config import SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.spec import TrialResult, TrialSpec
+from harness.studyview import best_of
 from harness.sweepfile import load_sweep
 
 # promote(spec, adapter_dir) -> result whose metrics include test_<name> for the test split.
@@ -38,8 +38,6 @@ Promoter = Callable[[TrialSpec, Path], TrialResult]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    from harness.report import best_of
-
     best = best_of(study)
     if best is None:
         raise HarnessError(
@@ -121,19 +119,25 @@ def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path
     console.print(table)
 
 
-def cmd_best(args: argparse.Namespace, console: Console) -> int:
-    from harness.report import load_readonly, study_folder
+class Winner(NamedTuple):
+    """`sweep best STUDY`: the study (opened read-only), its best trial, its metric and results folder."""
 
-    url, name = st.locate(args.study, args.results_dir or "results", args.storage)
-    study = load_readonly(url, name)
-    best = best_trial(study)
+    study: optuna.Study
+    trial: FrozenTrial
+    metric: str
+    folder: Path
+
+
+def find_best(target: str, results_dir: str, storage: str | None) -> Winner:
+    study = st.load(target, results_dir, storage)
     metric = study.user_attrs.get("metric") or "value"
-    print_best(study, best, metric, study_folder(study, args.results_dir or "results"), console)
-    if args.export:
-        path = Path(args.export)
-        write_export(path, export_config(study, best), export_header(study, best, metric))
-        console.print(f"wrote {path}; train it with: sweep train {path}", markup=False)
-    return 0
+    return Winner(study, best_trial(study), metric, st.study_folder(study, results_dir))
+
+
+def export_best(winner: Winner, path: Path) -> None:
+    """`sweep best --export FILE`: the winner as a sweep file that `sweep train` runs once."""
+    header = export_header(winner.study, winner.trial, winner.metric)
+    write_export(path, export_config(winner.study, winner.trial), header)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -227,17 +231,13 @@ def metrics_table(result: TrialResult, metric: str) -> Table:
     return table
 
 
-def cmd_train(args: argparse.Namespace, console: Console, promoter: Promoter | None = None) -> int:
-    cfg = load_sweep(args.file, list(args.overrides))
-    result, adapter_dir = promote(cfg, console, promoter)
-    console.print(metrics_table(result, cfg.metric.name))
-    console.print(
+def trained_line(cfg: SweepConfig, result: TrialResult, adapter_dir: Path) -> str:
+    """The last line `sweep train` prints: the best value, where it was reached, where the files are."""
+    return (
         f"best {cfg.metric.name} {_fmt(result.value)} at step {result.best_step}/{result.steps_run} in "
         f"{result.duration_s:.0f}s; adapter in {adapter_dir}, "
-        f"metrics in {adapter_dir.parent / 'metrics.json'}",
-        markup=False,
+        f"metrics in {adapter_dir.parent / 'metrics.json'}"
     )
-    return 0 if result.value is not None else 1
 
 
 def _fmt(v: Any) -> str:

@@ -1,20 +1,16 @@
-"""`sweep report / compare / status / list`: trials -> DataFrame -> md/csv/parquet/html, and terminal views.
+"""`sweep report STUDY`: one study -> results/<study>/report.{md,html,csv,parquet} and a terminal summary.
 
 Reads only the storage and the trial folders and never writes to the storage, so it is safe to run while a
 sweep is running (SQLite readers do not block the writer; journal files are read without their lock).
-Outputs: results/<study>/report.{md,html,csv,parquet}; comparisons in results/compare-<a>-vs-<b>/.
+The trials table and its ranking come from harness.studyview; plots.py draws; studies or trials side by
+side are harness.compare.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,224 +20,21 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from harness import plots, results
+from harness import plots, trialdir
 from harness import study as st
-from harness.errors import HarnessError, StorageError
+from harness.errors import HarnessError
 from harness.plots import Curve, Section
+from harness.status import params_text
+from harness.studyview import StudyData, best_first, counts_by_state, counts_text, ordered, trials_table
 
 FORMATS = ("md", "html", "csv", "parquet")
-STEP_COLUMNS = ("best_step", "steps_run", "pruned_at")
-RESOURCE_COLUMNS = ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb")
-STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
 TOP_K = 5
 SAMPLE_ROWS = 8
-
-
-# ----------------------------------------------------------------------------------------------------
-# Loading (read-only)
-
-
-@dataclass
-class StudyData:
-    """A study as reports see it: the storage's record, its trial folders, and the trials table."""
-
-    study: optuna.Study
-    url: str
-    folder: Path
-    frame: pd.DataFrame
-
-    @property
-    def name(self) -> str:
-        return self.study.study_name
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.study.user_attrs.get("config") or {}
-
-    @property
-    def metric(self) -> str:
-        return self.study.user_attrs.get("metric") or (self.config.get("metric") or {}).get("name") or "value"
-
-    @property
-    def goal(self) -> str:
-        return st.goals(self.study)[0]
-
-    @property
-    def task(self) -> str:
-        return self.study.user_attrs.get("task") or self.config.get("task") or "text"
-
-    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-        return self.study.get_trials(deepcopy=False, states=states)
-
-    def best(self) -> FrozenTrial | None:
-        return best_of(self.study)
-
-    def ranked(self) -> list[FrozenTrial]:
-        return ranked_trials(self.study)
-
-    def trial_folder(self, number: int) -> Path:
-        return results.trial_dir(self.folder, number)
-
-
-def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials best first, then pruned, running, failed; ties by trial number."""
-    sign = -1.0 if st.goals(study)[0] == "maximize" else 1.0
-    pareto = st.pareto_numbers(study)  # multi-objective: Pareto-optimal trials first, then by metrics[0]
-
-    def key(t: FrozenTrial) -> tuple[int, bool, float, int]:
-        v = st.primary_value(t)
-        value = sign * v if v is not None else math.inf
-        return (STATE_RANK.get(t.state, 4), t.number not in pareto, value, t.number)
-
-    return sorted(study.get_trials(deepcopy=False), key=key)
-
-
-def best_of(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial (the lowest number among equals), without study.best_trial's exception.
-    Multi-objective: the Pareto-optimal trial best on the first metric (see study.best_trial)."""
-    return st.best_trial(study)
-
-
-def load_study_data(target: str, results_dir: str = "results", storage: str | None = None) -> StudyData:
-    url, name = st.locate(target, results_dir, storage)
-    study = load_readonly(url, name)
-    return StudyData(study, url, study_folder(study, results_dir), trials_frame(study))
-
-
-def load_readonly(url: str, name: str) -> optuna.Study:
-    storage = open_existing(url)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        have = f"; it holds: {', '.join(names)}" if names else "; it holds no study"
-        raise StorageError(f"storage {st.mask_url(url)} has no study named {name!r}{have}") from None
-
-
-def open_existing(url: str) -> optuna.storages.BaseStorage:
-    """Open a storage that must already exist: reading must create nothing (not even an empty journal)."""
-    st.check_url(url)
-    journal = _journal_file(url)
-    if journal is not None and not journal.exists():
-        raise StorageError(f"no journal storage at {journal} (run `sweep run` first)")
-    with warnings.catch_warnings():
-        # RDBStorage's heartbeat argument is "experimental": noise for someone reading a report.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return st.open_storage(url, create_dirs=False)
-
-
-def _journal_file(url: str) -> Path | None:
-    # Same forms as harness.study accepts: journal:PATH, or a bare path ending in .log / .journal.
-    if url.startswith("journal:"):
-        return Path(url.removeprefix("journal:").removeprefix("//"))
-    if "://" not in url and url.endswith((".log", ".journal")):
-        return Path(url)
-    return None
-
-
-def study_folder(study: optuna.Study, results_dir: str) -> Path:
-    """results/<study>: where the trial folders are and the report goes.
-
-    The --results-dir given now wins; the results_dir the study was created with is the fallback, so a
-    study run with `results_dir: runs` in its sweep file still finds its trial folders."""
-    here = Path(results_dir) / study.study_name
-    stored = (study.user_attrs.get("config") or {}).get("results_dir")
-    if not here.exists() and stored and (Path(stored) / study.study_name).exists():
-        return Path(stored) / study.study_name
-    return here
-
-
-# ----------------------------------------------------------------------------------------------------
-# The trials table
-
-
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, in trial order: number, state, value, param_<name>..., metrics..., steps,
-    duration_s, peak memory, fail_reason. Missing values are NaN/<NA>, never invented."""
-    trials = study.get_trials(deepcopy=False)
-    params = _ordered(p for t in trials for p in t.params)
-    metric_names = _ordered(m for t in trials for m in (t.user_attrs.get("metrics") or {}))
-    fixed = {"number", "state", "value", *STEP_COLUMNS, "duration_s", *RESOURCE_COLUMNS, "fail_reason"}
-    # A custom metric called e.g. "value" must not overwrite the objective column.
-    metric_cols = {m: (f"metric_{m}" if m in fixed or m.startswith("param_") else m) for m in metric_names}
-    resources = ["peak_rss_mb"] + [c for c in RESOURCE_COLUMNS[1:] if any(c in t.user_attrs for t in trials)]
-    columns = [
-        "number",
-        "state",
-        "value",
-        *(f"param_{p}" for p in params),
-        *metric_cols.values(),
-        *STEP_COLUMNS,
-        "duration_s",
-        *resources,
-        "fail_reason",
-    ]
-    rows = []
-    for t in trials:
-        attrs = t.user_attrs
-        metrics = attrs.get("metrics") or {}
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": st.primary_value(t)}
-        row.update({f"param_{p}": t.params.get(p) for p in params})
-        row.update({col: metrics.get(m) for m, col in metric_cols.items()})
-        row.update({c: attrs.get(c) for c in STEP_COLUMNS})
-        row["duration_s"] = trial_duration(t)
-        row.update({c: attrs.get(c) for c in resources})
-        # Only a failure has a reason (the objective also tags pruned trials that have no value).
-        row["fail_reason"] = attrs.get("fail_reason") if t.state == TrialState.FAIL else None
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=columns)
-    if st.is_multi(study):  # which trials are on the Pareto front (no trial is "the" best)
-        pareto = st.pareto_numbers(study)
-        frame.insert(3, "pareto", [n in pareto for n in frame["number"]])
-    return _typed(frame, [f"param_{p}" for p in params], list(metric_cols.values()), resources)
-
-
-def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources: list[str]) -> pd.DataFrame:
-    """Stable dtypes, so csv/parquet readers and comparisons across studies see the same schema."""
-    frame = frame.astype({"number": "int64", "state": "str", "value": "float64", "fail_reason": "str"})
-    frame = frame.astype({c: "Int64" for c in STEP_COLUMNS})
-    frame = frame.astype({c: "float64" for c in ["duration_s", *resources, *metrics]})
-    return _text_if_mixed(frame, params)
-
-
-def _text_if_mixed(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
-    """A column mixing types (a categorical like [0, "auto"], or one param typed differently in two
-    studies) cannot be a parquet column; as text it stays readable and comparable."""
-    for col in columns:
-        kinds = {type(v) for v in frame[col] if not _missing(v)}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            frame[col] = frame[col].map(lambda v: None if _missing(v) else str(v)).astype("str")
-    return frame
-
-
-def _missing(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
-
-
-def trial_duration(t: FrozenTrial) -> float | None:
-    """The recipe's own timing when it finished; storage timestamps for a failed or interrupted trial."""
-    d = t.user_attrs.get("duration_s")
-    if isinstance(d, (int, float)):
-        return float(d)
-    if t.datetime_start and t.datetime_complete:
-        return (t.datetime_complete - t.datetime_start).total_seconds()
-    return None
-
-
-def _ordered(names: Iterable[str]) -> list[str]:
-    """First-seen order: params appear as the sweep file lists them, not alphabetically."""
-    return list(dict.fromkeys(names))
 
 
 def _primary_target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
     """optuna.visualization/importance need `target=` for a multi-objective study: use metrics[0]."""
     return (lambda t: t.values[0]) if st.is_multi(study) else None
-
-
-def best_first(data: StudyData) -> pd.DataFrame:
-    """The trials table in report order (see ranked_trials)."""
-    order = [t.number for t in data.ranked()]
-    return data.frame.set_index("number").loc[order].reset_index()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,7 +53,7 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     ]
     if len(complete) < 2:
         return {}, f"parameter importances need at least 2 complete trials; this study has {len(complete)}"
-    names = _ordered(p for t in complete for p in t.params)
+    names = ordered(p for t in complete for p in t.params)
     varying = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
     if not varying:
         return (
@@ -293,7 +86,7 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 def eval_curve(data: StudyData, t: FrozenTrial, key: str = "eval_loss") -> tuple[list[float], list[float]]:
     """`key` by step from the trial's log.jsonl; the objective's reported values when the log is missing
     (a running trial has no log yet) and the objective is that metric."""
-    history = results.read_eval_history(data.trial_folder(t.number))
+    history = trialdir.read_eval_history(data.trial_folder(t.number))
     points = [(h["step"], h[key]) for h in history if _finite(h.get(key))]
     if not points and data.metric == key:
         points = sorted((s, v) for s, v in t.intermediate_values.items() if _finite(v))
@@ -304,12 +97,6 @@ def trial_label(data: StudyData, t: FrozenTrial, with_study: bool = False) -> st
     head = f"{data.name} " if with_study else ""
     value = f" {data.metric} {st.primary_value(t):.4g}" if st.primary_value(t) is not None else ""
     return f"{head}trial {t.number} ({t.state.name.lower()}{value})"
-
-
-def params_text(params: dict[str, Any]) -> str:
-    from harness.runner import SHORT
-
-    return " ".join(f"{SHORT.get(k, k)}={plots.fmt_cell(v)}" for k, v in params.items())
 
 
 def curves_for(
@@ -324,7 +111,7 @@ def curves_for(
 
 
 def predictions_by_prompt(data: StudyData, t: FrozenTrial) -> dict[str, str]:
-    rows = results.read_generations(data.trial_folder(t.number))
+    rows = trialdir.read_generations(data.trial_folder(t.number))
     return {str(r["prompt"]): str(r.get("prediction", "")) for r in rows if "prompt" in r}
 
 
@@ -334,24 +121,6 @@ def _finite(v: Any) -> bool:
 
 # ----------------------------------------------------------------------------------------------------
 # One study: terminal summary, markdown, html
-
-
-def counts_by_state(data: StudyData | optuna.Study) -> dict[str, int]:
-    study = data.study if isinstance(data, StudyData) else data
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
-def counts_text(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
-    parts = [f"{n} {s.lower()}" for s, n in sorted(counts.items(), key=lambda kv: _state_rank(kv[0]))]
-    return f"{total}" + (f" ({', '.join(parts)})" if parts else "")
-
-
-def _state_rank(name: str) -> int:
-    return next((r for s, r in STATE_RANK.items() if s.name == name), 4)
 
 
 def best_text(data: StudyData) -> str:
@@ -364,12 +133,10 @@ def best_text(data: StudyData) -> str:
 
 
 def print_summary(data: StudyData, console: Console, importances: dict[str, float], why: str) -> None:
-    from harness.runner import trials_table
-
     console.print(
         f"[bold]{data.name}[/] ({st.mask_url(data.url)}): {data.metric} ({data.goal}), task {data.task}"
     )
-    console.print(f"trials: {counts_text(counts_by_state(data))}")
+    console.print(f"trials: {counts_text(counts_by_state(data.study))}")
     console.print(f"best: {best_text(data)}")
     best = data.best()
     if best is not None:
@@ -406,7 +173,7 @@ def summary_frame(data: StudyData) -> pd.DataFrame:
         ("storage", st.mask_url(data.url)),
         ("metric", _objectives_text(data)),
         ("task", data.task),
-        ("trials", counts_text(counts_by_state(data))),
+        ("trials", counts_text(counts_by_state(data.study))),
         ("best", best_text(data)),
         ("best params", params_text(best.params) if best else "-"),
     ]
@@ -430,7 +197,7 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
         lines += [f"_{why}_", ""]
     lines += ["## Trials (best first)", "", md_table(best_first(data)), ""]
     if best is not None:
-        rows = results.read_generations(data.trial_folder(best.number))[:SAMPLE_ROWS]
+        rows = trialdir.read_generations(data.trial_folder(best.number))[:SAMPLE_ROWS]
         if rows:
             cols = [c for c in ("prompt", "reference", "prediction") if any(c in r for r in rows)]
             lines += [
@@ -534,7 +301,7 @@ def _importance_section(importances: dict[str, float], why: str) -> Section:
 def _best_price_scatter(data: StudyData, best: FrozenTrial | None) -> Any:
     if best is None:
         return plots.note("no complete trial yet")
-    rows = results.read_generations(data.trial_folder(best.number))
+    rows = trialdir.read_generations(data.trial_folder(best.number))
     return plots.price_scatter(rows, f"trial {best.number}")
 
 
@@ -542,7 +309,7 @@ def _top_generations(data: StudyData, k: int = 3) -> str:
     top = [t for t in data.ranked() if t.state == TrialState.COMPLETE][:k]
     if not top:
         return plots.note("no complete trial yet")
-    reference = results.read_generations(data.trial_folder(top[0].number))
+    reference = trialdir.read_generations(data.trial_folder(top[0].number))
     columns = {trial_label(data, t): predictions_by_prompt(data, t) for t in top}
     return plots.generations_table(reference, columns, SAMPLE_ROWS)
 
@@ -571,11 +338,11 @@ def write_outputs(
     for fmt in formats:
         path = out_dir / f"report.{fmt}"
         if fmt == "md":
-            results.atomic_write_text(path, markdown())
+            trialdir.atomic_write_text(path, markdown())
         elif fmt == "html":
-            results.atomic_write_text(path, html())
+            trialdir.atomic_write_text(path, html())
         elif fmt == "csv":
-            results.atomic_write_text(path, frame.to_csv(index=False))
+            trialdir.atomic_write_text(path, frame.to_csv(index=False))
         elif fmt == "parquet":
             atomic_write_parquet(frame, path)
         written.append(path)
@@ -583,15 +350,8 @@ def write_outputs(
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The same atomic write (and file mode) as every other output: pandas hands back the bytes."""
+    trialdir.atomic_write_bytes(path, frame.to_parquet(index=False))
 
 
 def write_report(
@@ -625,375 +385,3 @@ def md_table(frame: pd.DataFrame) -> str:
 
 def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Comparing studies
-
-
-def compare_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
-    """One row per study: counts, best value and best params (param_<name>, blank where a study lacks it)."""
-    rows = []
-    for d in datas:
-        best = d.best()
-        counts = counts_by_state(d)
-        row: dict[str, Any] = {
-            "study": d.name,
-            "metric": d.metric,
-            "goal": d.goal,
-            "trials": sum(counts.values()),
-            **{s.lower(): counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
-            "best_trial": best.number if best else None,
-            "best_value": st.primary_value(best) if best else None,
-            "best_step": best.user_attrs.get("best_step") if best else None,
-        }
-        row.update({f"param_{k}": v for k, v in (best.params if best else {}).items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    return frame.astype({"best_trial": "Int64", "best_step": "Int64", "best_value": "float64"})
-
-
-def distribution_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
-    """The objective over complete trials, per study: count, mean, std, min, quartiles, max."""
-    stats = []
-    for d in datas:
-        values = pd.Series([st.primary_value(t) for t in d.trials((TrialState.COMPLETE,))], dtype="float64")
-        desc = values.describe()
-        stats.append({"study": d.name, "metric": d.metric, **{k: desc.get(k) for k in desc.index}})
-    return pd.DataFrame(stats)
-
-
-def all_trials_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
-    """Every trial of every study, with a `study` column first (the compare report's csv/parquet)."""
-    frame = pd.concat([d.frame.assign(study=d.name) for d in datas], ignore_index=True)
-    frame = frame[["study", *[c for c in frame.columns if c != "study"]]]
-    return _text_if_mixed(frame, [c for c in frame.columns if c.startswith("param_")])
-
-
-def compare_markdown(datas: Sequence[StudyData]) -> str:
-    names = [d.name for d in datas]
-    lines = [f"# Study comparison: {' vs '.join(names)}", ""]
-    if len({d.metric for d in datas}) > 1:
-        lines += ["_The studies optimise different metrics; their values are not directly comparable._", ""]
-    lines += ["## Best per study", "", md_table(compare_frame(datas)), ""]
-    lines += ["## Metric distribution (complete trials)", "", md_table(distribution_frame(datas)), ""]
-    lines += ["Plots: report.html (opens offline).", ""]
-    return "\n".join(lines)
-
-
-def compare_html(datas: Sequence[StudyData]) -> str:
-    metrics = {d.metric for d in datas}
-    y_title = metrics.pop() if len(metrics) == 1 else "objective (metrics differ per study)"
-    values = {d.name: [st.primary_value(t) for t in d.trials((TrialState.COMPLETE,))] for d in datas}
-
-    def best_curves() -> Any:
-        curves = []
-        for d in datas:
-            best = d.best()
-            if best is not None:
-                curves += curves_for(d, [best], highlight=best.number, with_study=True)
-        return (
-            plots.learning_curves(curves, "eval_loss")
-            if curves
-            else plots.note("no complete trial in any study")
-        )
-
-    sections = [
-        Section(
-            "best-per-study", "Best value and parameters per study", plots.table_html(compare_frame(datas))
-        ),
-        Section(
-            "distribution-table", "Metric distribution (table)", plots.table_html(distribution_frame(datas))
-        ),
-        plots.plot_section(
-            "metric-distribution", "Metric distribution per study", lambda: plots.value_boxes(values, y_title)
-        ),
-        plots.plot_section("best-learning-curves", "Learning curves of each study's best trial", best_curves),
-    ]
-    summary = (
-        plots.note("The studies optimise different metrics.") if len({d.metric for d in datas}) > 1 else ""
-    )
-    return plots.page(f"Study comparison: {' vs '.join(d.name for d in datas)}", summary, sections)
-
-
-def write_compare(datas: Sequence[StudyData], out_dir: Path, formats: Sequence[str]) -> list[Path]:
-    return write_outputs(
-        out_dir,
-        formats,
-        all_trials_frame(datas),
-        lambda: compare_markdown(datas),
-        lambda: compare_html(datas),
-    )
-
-
-def compare_dir(results_dir: str, datas: Sequence[StudyData]) -> Path:
-    return Path(results_dir) / ("compare-" + "-vs-".join(d.name for d in datas))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Comparing chosen trials of one study
-
-
-def pick_trials(data: StudyData, numbers: Sequence[int]) -> list[FrozenTrial]:
-    by_number = {t.number: t for t in data.trials()}
-    missing = [n for n in numbers if n not in by_number]
-    if missing:
-        have = f"trials 0-{max(by_number)}" if by_number else "no trials"
-        raise HarnessError(f"study {data.name!r} has no trial {', '.join(map(str, missing))} (it has {have})")
-    return [by_number[n] for n in dict.fromkeys(numbers)]
-
-
-def trials_side_by_side(data: StudyData, trials: Sequence[FrozenTrial]) -> pd.DataFrame:
-    """Rows are fields (state, value, params, metrics, steps), columns are the chosen trials."""
-    frame = data.frame.set_index("number").loc[[t.number for t in trials]]
-    frame.index = [f"trial {n}" for n in frame.index]
-    side = frame.T.astype(object)
-    side.index.name = "field"
-    return side.reset_index()
-
-
-def trials_markdown(data: StudyData, trials: Sequence[FrozenTrial]) -> str:
-    numbers = ", ".join(str(t.number) for t in trials)
-    return "\n".join(
-        [
-            f"# {data.name}: trials {numbers} side by side",
-            "",
-            f"Metric: {data.metric} ({data.goal}).",
-            "",
-            md_table(trials_side_by_side(data, trials)),
-            "",
-            "Plots: report.html (opens offline).",
-            "",
-        ]
-    )
-
-
-def trials_html(data: StudyData, trials: Sequence[FrozenTrial]) -> str:
-    best = data.best()
-    rank = {t.number: i for i, t in enumerate(data.ranked())}
-    ranked = sorted(trials, key=lambda t: rank[t.number])
-    reference = _first_generations(data, ranked)
-    columns = {trial_label(data, t): predictions_by_prompt(data, t) for t in ranked}
-    sections = [
-        Section("trials-table", "Trials side by side", plots.table_html(trials_side_by_side(data, trials))),
-        plots.plot_section(
-            "learning-curves",
-            "Eval-loss learning curves",
-            lambda: plots.learning_curves(
-                curves_for(data, trials, best.number if best else None), "eval_loss"
-            ),
-        ),
-        Section(
-            "generations", "Sample generations", plots.generations_table(reference, columns, SAMPLE_ROWS)
-        ),
-    ]
-    numbers = ", ".join(str(t.number) for t in trials)
-    return plots.page(f"{data.name}: trials {numbers}", "", sections)
-
-
-def _first_generations(data: StudyData, trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
-    """Prompt/reference rows from the first of `trials` that has generations (pruned ones have none)."""
-    for t in trials:
-        rows = results.read_generations(data.trial_folder(t.number))
-        if rows:
-            return rows
-    return []
-
-
-def write_trials_compare(data: StudyData, numbers: Sequence[int], formats: Sequence[str]) -> list[Path]:
-    trials = pick_trials(data, numbers)
-    out_dir = data.folder / ("compare-trials-" + "-".join(str(t.number) for t in trials))
-    frame = data.frame[data.frame["number"].isin([t.number for t in trials])].reset_index(drop=True)
-    return write_outputs(
-        out_dir, formats, frame, lambda: trials_markdown(data, trials), lambda: trials_html(data, trials)
-    )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Status and list
-
-
-def discover(results_dir: str, storage: str | None) -> list[tuple[str, list[optuna.Study] | StorageError]]:
-    """(storage URL, its studies or the error opening it) for --storage, or for every results/*/study.db."""
-    if storage:
-        urls = [storage]
-    else:
-        urls = [f"sqlite:///{p.as_posix()}" for p in sorted(Path(results_dir).glob("*/study.db"))]
-    found: list[tuple[str, list[optuna.Study] | StorageError]] = []
-    for url in urls:
-        try:
-            opened = open_existing(url)
-            names = optuna.get_all_study_names(opened)
-            found.append((url, [optuna.load_study(study_name=n, storage=opened) for n in names]))
-        except StorageError as e:
-            if storage:
-                raise  # the one storage the user named: its error is the answer
-            found.append((url, e))  # one broken database must not hide the others
-    return found
-
-
-def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> list[str]:
-    """Plain lines (no markup): counts, best so far, each running trial's last step, and an ETA."""
-    from harness.watch import collect, fmt_duration
-
-    view = collect(study, now)
-    lines = [f"{view.name}  ({st.mask_url(url)})  {view.metric} ({view.goal})"]
-    total = f"/{view.n_trials}" if view.n_trials is not None else ""
-    parts = [f"{n} {s.lower()}" for s, n in sorted(view.counts.items(), key=lambda kv: _state_rank(kv[0]))]
-    lines.append(f"  trials: {view.finished}{total} finished; " + (", ".join(parts) or "none yet"))
-    if view.best is not None:
-        lines.append(
-            f"  best: trial {view.best.number}  {view.metric} {st.primary_value(view.best):.6g}  "
-            + params_text(view.best.params)
-        )
-    else:
-        lines.append("  best: no complete trial yet")
-    for r in view.running:
-        of = f"/{view.max_steps}" if view.max_steps else ""
-        step = f"step {r.step}{of}" if r.step is not None else "no eval yet"
-        value = f"  {view.metric} {r.value:.4g}" if r.value is not None else ""
-        lines.append(f"  running: trial {r.number}  {step}{value}  ({fmt_duration(r.elapsed_s)} so far)")
-    lines.append("  " + eta_text(view))
-    return lines
-
-
-def eta_text(view: Any) -> str:
-    from harness.watch import fmt_duration
-
-    left = None if view.n_trials is None else max(0, view.n_trials - view.finished)
-    if left == 0 and not view.running:
-        return "done"
-    if not view.running:
-        # No RUNNING trial: the sweep is not running now (stopped, or interrupted).
-        more = f"{left} trial(s) to go; " if left else ""
-        return f"not running: {more}`sweep run` on the sweep file resumes it"
-    if view.n_trials is None:
-        return "ETA: unknown (the study has no stored budget.n_trials)"
-    if view.eta_s is None:
-        return "ETA: unknown until a trial finishes"
-    return f"ETA: ~{fmt_duration(view.eta_s)} (mean {fmt_duration(view.mean_s)} per trial, {left} to go)"
-
-
-def list_table(found: list[tuple[str, list[optuna.Study] | StorageError]]) -> Table:
-    table = Table(title="studies", title_justify="left")
-    for col, just in [
-        ("study", "left"),
-        ("storage", "left"),
-        ("trials", "right"),
-        ("complete", "right"),
-        ("pruned", "right"),
-        ("fail", "right"),
-        ("running", "right"),
-        ("metric", "left"),
-        ("best", "right"),
-    ]:
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for url, studies in found:
-        if isinstance(studies, StorageError):
-            table.add_row("?", st.mask_url(url), "", "", "", "", "", "", f"error: {studies}")
-            continue
-        for study in studies:
-            counts = counts_by_state(study)
-            best = best_of(study)
-            metric = study.user_attrs.get("metric") or "value"
-            table.add_row(
-                study.study_name,
-                st.mask_url(url),
-                str(sum(counts.values())),
-                *(str(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")),
-                f"{metric} ({st.goals(study)[0]})",
-                f"{st.primary_value(best):.6g} (#{best.number})" if best else "-",
-            )
-    return table
-
-
-# ----------------------------------------------------------------------------------------------------
-# CLI verbs
-
-
-def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    formats = parse_formats(getattr(args, "format", None))
-    targets = list(args.study)
-    results_dir = args.results_dir or "results"
-    if getattr(args, "trials", None):
-        if len(targets) != 1:
-            raise HarnessError("--trials compares trials of one study: give exactly one study")
-        data = load_study_data(targets[0], results_dir, args.storage)
-        _print_written(console, write_trials_compare(data, args.trials, formats))
-        return 0
-    if getattr(args, "compare", False):
-        return _compare(targets, results_dir, args.storage, formats, console)
-    for target in targets:
-        data = load_study_data(target, results_dir, args.storage)
-        paths, importances, why = write_report(data, formats)
-        print_summary(data, console, importances, why)
-        _print_written(console, paths)
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    formats = parse_formats(getattr(args, "format", None) or "md,html")
-    return _compare(list(args.study), args.results_dir or "results", args.storage, formats, console)
-
-
-def _compare(
-    targets: list[str], results_dir: str, storage: str | None, formats: list[str], console: Console
-) -> int:
-    if len(targets) < 2:
-        raise HarnessError("comparing needs two or more studies, e.g. `sweep compare pricer pricer-v2`")
-    datas = [load_study_data(t, results_dir, storage) for t in targets]
-    if len({d.name for d in datas}) < len(datas):
-        raise HarnessError(f"the same study is named twice: {' '.join(targets)}")
-    table = Table(title="best per study", title_justify="left")
-    for col in ("study", "metric", "trials", "best", "trial"):
-        table.add_column(col)
-    for d in datas:
-        best = d.best()
-        table.add_row(
-            d.name,
-            f"{d.metric} ({d.goal})",
-            counts_text(counts_by_state(d)),
-            f"{st.primary_value(best):.6g}" if best else "-",
-            str(best.number) if best else "-",
-        )
-    console.print(table)
-    _print_written(console, write_compare(datas, compare_dir(results_dir, datas), formats))
-    return 0
-
-
-def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    from harness.runner import trials_table
-
-    results_dir = args.results_dir or "results"
-    if args.study:
-        data = load_study_data(args.study, results_dir, args.storage)
-        for line in status_lines(data.study, data.url):
-            console.print(line, markup=False)
-        console.print(trials_table(data.study, data.metric, data.goal))
-        return 0
-    found = discover(results_dir, args.storage)
-    if not found:
-        console.print(f"no studies in {results_dir}/ (run `sweep run` first)")
-    for url, studies in found:
-        if isinstance(studies, StorageError):
-            console.print(f"{st.mask_url(url)}: {studies}", markup=False)
-            continue
-        for study in studies:
-            for line in status_lines(study, url):
-                console.print(line, markup=False)
-    return 0
-
-
-def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    results_dir = args.results_dir or "results"
-    found = discover(results_dir, args.storage)
-    if not found:
-        console.print(f"no studies in {results_dir}/ (run `sweep run` first)")
-        return 0
-    console.print(list_table(found))
-    return 0
-
-
-def _print_written(console: Console, paths: Sequence[Path]) -> None:
-    if paths:
-        console.print("wrote " + ", ".join(str(p) for p in paths), markup=False)

@@ -16,7 +16,6 @@ from typing import Any
 
 import optuna
 from rich.console import Console
-from rich.table import Table
 
 from harness import comparison, failures
 from harness import study as st
@@ -24,6 +23,8 @@ from harness.config import SweepConfig
 from harness.errors import HarnessError
 from harness.objective import Objective, StopAfterFailures
 from harness.spec import MeasuresBaseline, Recipe
+from harness.studyview import SHORT
+from harness.studyview import fmt as _fmt
 
 
 @dataclass
@@ -178,81 +179,6 @@ class ProgressPrinter:
             else:
                 self.console.print(f"{tag} [red]failed[/]: {data['reason']}")
             self.index += 1
-
-
-# Short column names so a 10-parameter table fits a terminal.
-SHORT = {
-    "r": "r",
-    "lora_alpha": "alpha",
-    "lora_alpha_multiple": "alpha/r",
-    "lora_dropout": "drop",
-    "learning_rate": "lr",
-    "lr_scheduler_type": "sched",
-    "warmup_ratio": "warm",
-    "per_device_train_batch_size": "bs",
-    "gradient_accumulation_steps": "ga",
-    "optim": "optim",
-    "weight_decay": "wd",
-    "max_grad_norm": "clip",
-}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None = None) -> Table:
-    """All trials, best first (by the objective); pruned and failed after the complete ones.
-
-    Multi-objective studies get one column per objective and a ★ on Pareto-optimal trials, which come
-    first (then by the primary metric); `metric`/`goal` then name the primary one."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    param_names = sorted({p for t in trials for p in t.params})
-    multi = st.is_multi(study)
-    names = st.metric_names(study) if multi else [metric]
-    goal = st.goals(study)[0] if multi else goal
-    pareto = st.pareto_numbers(study)
-    sign = -1 if goal == "maximize" else 1
-    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 3}
-
-    def key(t: optuna.trial.FrozenTrial) -> tuple[int, int, float, int]:
-        v = st.primary_value(t)
-        value = v if v is not None else math.inf * sign
-        return (order.get(t.state, 4), t.number not in pareto, sign * value, t.number)
-
-    title = f"{study.study_name}: trials by {metric} ({goal})"
-    if multi:
-        objectives = ", ".join(f"{n} ({g})" for n, g in zip(names, st.goals(study), strict=True))
-        title = f"{study.study_name}: {objectives}; ★ = Pareto-optimal"
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("state")
-    if multi:
-        table.add_column("pareto", justify="center")
-    for n in names:
-        table.add_column(n, justify="right")
-    table.add_column("steps", justify="right")
-    table.add_column("s", justify="right")
-    for p in param_names:
-        table.add_column(SHORT.get(p, p), justify="right")
-    for t in sorted(trials, key=key)[:limit]:
-        steps = t.user_attrs.get("steps_run")
-        dur = t.user_attrs.get("duration_s")
-        values = t.values or []
-        table.add_row(
-            str(t.number),
-            t.state.name.lower(),
-            *(["★" if t.number in pareto else ""] if multi else []),
-            *(_fmt(values[i]) if i < len(values) else "-" for i in range(len(names))),
-            str(steps) if steps is not None else "-",
-            f"{dur:.0f}" if dur is not None else "-",
-            *(_fmt(t.params.get(p, "-")) for p in param_names),
-        )
-    return table
 
 
 def check_failures(outcome: RunOutcome, cfg: SweepConfig) -> None:

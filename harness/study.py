@@ -1,4 +1,5 @@
-"""Storage URL -> Optuna storage, sampler, pruner, and create-or-resume of the study.
+"""Storage URL -> Optuna storage, sampler, pruner, and create-or-resume of the study; and the read-only
+opening the reporting verbs use (open_existing, load, discover), which creates nothing.
 
 Default storage: sqlite:///results/<name>/study.db. Other Optuna storages by URL (postgresql://, mysql://),
 and `journal:PATH` (or a path ending in .log / .journal) for Optuna's file journal, which suits NFS.
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,6 @@ from optuna.trial import TrialState
 from harness import search_space
 from harness.config import SweepConfig
 from harness.errors import StorageError
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def mask_url(url: str) -> str:
@@ -216,18 +216,6 @@ def check_resumable(cfg: SweepConfig, study: optuna.Study, url: str) -> None:
         )
 
 
-def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
-def summarize(study: optuna.Study) -> dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
-    by_state: dict[str, int] = {}
-    for t in trials:
-        by_state[t.state.name] = by_state.get(t.state.name, 0) + 1
-    return {"n": len(trials), "by_state": by_state, "best": best_trial(study)}
-
-
 # ----------------------------------------------------------------------------------------------------
 # Single- and multi-objective studies read the same way. A multi-objective study has no study.direction,
 # trial.value or study.best_trial (Optuna raises); these helpers give the primary (first) objective's view.
@@ -298,9 +286,64 @@ def locate(target: str, results_dir: str = "results", storage: str | None = None
     return url, name
 
 
-def load(target: str, results_dir: str = "results", storage: str | None = None) -> optuna.Study:
-    url, name = locate(target, results_dir, storage)
+# ----------------------------------------------------------------------------------------------------
+# Opening for the read-only verbs (status, list, report, compare, watch, dashboard, best). They run beside a
+# sweep that writes, so they create nothing (not even an empty journal file) and write nothing.
+
+
+def open_existing(url: str) -> optuna.storages.BaseStorage:
+    """Open a storage that must already exist: reading must create nothing (not even an empty journal)."""
+    check_url(url)
+    journal = _journal_path(url)
+    if journal is not None and not journal.exists():
+        raise StorageError(f"no journal storage at {journal} (run `sweep run` first)")
+    with warnings.catch_warnings():
+        # RDBStorage's heartbeat argument is "experimental": noise for someone reading a report.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return open_storage(url, create_dirs=False)
+
+
+def load_readonly(url: str, name: str) -> optuna.Study:
+    storage = open_existing(url)
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, create_dirs=False))
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise StorageError(f"storage {mask_url(url)} has no study named {name!r}") from None
+        names = optuna.get_all_study_names(storage)
+        have = f"; it holds: {', '.join(names)}" if names else "; it holds no study"
+        raise StorageError(f"storage {mask_url(url)} has no study named {name!r}{have}") from None
+
+
+def load(target: str, results_dir: str = "results", storage: str | None = None) -> optuna.Study:
+    """`sweep watch/best TARGET`: a study name or sweep file -> the study, opened read-only."""
+    return load_readonly(*locate(target, results_dir, storage))
+
+
+def study_folder(study: optuna.Study, results_dir: str) -> Path:
+    """results/<study>: where the trial folders are and the report goes.
+
+    The --results-dir given now wins; the results_dir the study was created with is the fallback, so a
+    study run with `results_dir: runs` in its sweep file still finds its trial folders."""
+    here = Path(results_dir) / study.study_name
+    stored = (study.user_attrs.get("config") or {}).get("results_dir")
+    if not here.exists() and stored and (Path(stored) / study.study_name).exists():
+        return Path(stored) / study.study_name
+    return here
+
+
+def discover(results_dir: str, storage: str | None) -> list[tuple[str, list[optuna.Study] | StorageError]]:
+    """(storage URL, its studies or the error opening it) for --storage, or for every results/*/study.db."""
+    if storage:
+        urls = [storage]
+    else:
+        urls = [f"sqlite:///{p.as_posix()}" for p in sorted(Path(results_dir).glob("*/study.db"))]
+    found: list[tuple[str, list[optuna.Study] | StorageError]] = []
+    for url in urls:
+        try:
+            opened = open_existing(url)
+            names = optuna.get_all_study_names(opened)
+            found.append((url, [optuna.load_study(study_name=n, storage=opened) for n in names]))
+        except StorageError as e:
+            if storage:
+                raise  # the one storage the user named: its error is the answer
+            found.append((url, e))  # one broken database must not hide the others
+    return found

@@ -114,10 +114,6 @@ def problems_error(source: str, lines: list[str]) -> ConfigError:
     return ConfigError("\n".join([f"{source}: {n} problem{'s' if n > 1 else ''}:", *lines]))
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    return str(problems_error(source, validation_problems(err)))
-
-
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """Read, override, validate; the search space is loaded and checked here too (one error for all)."""
     path = Path(path)

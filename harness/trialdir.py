@@ -74,6 +74,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """atomic_write_text for binary files (report.parquet): same temp file, fsync, file mode and rename,
+    so every output of a study has one mode whichever format it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _clean(value: Any) -> Any:
     """JSON has no NaN/Inf: write them as null rather than producing a file other tools reject."""
     if isinstance(value, float) and not math.isfinite(value):

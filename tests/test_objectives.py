@@ -6,22 +6,22 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import report
+from harness import report, studyview
 from harness import study as st
 from harness.collect import check_study
 from harness.errors import ConfigError, StorageError
 from harness.expectations import parse_expectations
-from harness.runner import run_sweep, trials_table
+from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
+from harness.studyview import trials_table
 from harness.sweepfile import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 TWO = "metrics=[{name: eval_loss, goal: minimize}, {name: hit_rate, goal: maximize}]"
 
 
@@ -54,12 +54,6 @@ def trade_off_recipe(spec: TrialSpec, on_eval) -> TrialResult:
 
 
 trade_off_recipe.baseline = lambda: {"eval_loss": 6.0, "perplexity": math.exp(6.0)}  # type: ignore[attr-defined]
-
-
-def sweep(tmp_path: Path, *overrides: str):
-    return load_sweep(
-        ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "metric.name=eval_loss", *overrides]
-    )
 
 
 def test_metrics_list_is_validated_against_the_task():
@@ -100,7 +94,7 @@ def test_multi_objective_study_returns_tuples_and_marks_the_pareto_front(tmp_pat
     best = st.best_trial(study)
     assert best.number in pareto
     assert best.values[0] == min(t.values[0] for t in complete)
-    assert report.best_of(study).number == best.number
+    assert studyview.best_of(study).number == best.number
 
     # Terminal table: one column per objective, a pareto column with a star on exactly the front.
     text = io.StringIO()
@@ -111,7 +105,7 @@ def test_multi_objective_study_returns_tuples_and_marks_the_pareto_front(tmp_pat
     assert len(starred) == len(pareto)
 
     # Report: a boolean pareto column; html plots use the first metric (target=) plus a Pareto front.
-    data = report.load_study_data("pricer", str(tmp_path))
+    data = studyview.load_study_data("pricer", str(tmp_path))
     frame = data.frame
     assert frame["pareto"].dtype == bool
     assert set(frame.loc[frame["pareto"], "number"]) == pareto

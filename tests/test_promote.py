@@ -11,31 +11,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT, journal, reporting_recipe, sweep
 from rich.console import Console
-from test_report import fake_recipe, journal  # the same fast fake trial as the report tests
 
-from harness import promote, results
-from harness.cli import main
+from harness import promote, trialdir
+from harness.cli import cmd_train, main
 from harness.errors import ConfigError, HarnessError
 from harness.runner import run_sweep
 from harness.spec import TrialResult, TrialSpec
 from harness.sweepfile import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def swept(tmp_path: Path, n: int = 4, storage: str | None = None, **kw):
-    cfg = load_sweep(
-        ROOT / "sweeps/pricer.yaml",
-        [
-            f"results_dir={tmp_path}",
-            f"budget.n_trials={n}",
-            "budget.max_steps=60",
-            "budget.eval_steps=20",
-            "early_terminate.type=none",
-        ],
-    )
-    return run_sweep(cfg, storage=storage or journal(tmp_path), recipe=kw.get("recipe", fake_recipe)).study
+def swept(tmp_path: Path, n: int = 4, storage: str | None = None, recipe=reporting_recipe):
+    """A journal study of `n` fake trials (the report tests' fake: generations, mae, a train log)."""
+    cfg = sweep(tmp_path, f"budget.n_trials={n}", "early_terminate.type=none")
+    return run_sweep(cfg, storage=storage or journal(tmp_path), recipe=recipe).study
 
 
 def console() -> Console:
@@ -80,16 +70,14 @@ def test_best_export_writes_a_valid_config_with_the_best_params(tmp_path, capsys
     assert cfg.evaluation.model_dump(mode="json") == stored["evaluation"]
     assert cfg.metric.name == "eval_loss" and cfg.train.max_steps == stored["train"]["max_steps"]
     # It trains exactly the winning settings when run as a sweep, too.
-    rerun = run_sweep(cfg, storage=url, recipe=fake_recipe).study
+    rerun = run_sweep(cfg, storage=url, recipe=reporting_recipe).study
     assert rerun.study_name == "pricer-best" and rerun.trials[0].params == p
     assert rerun.trials[0].value == pytest.approx(best.value)
 
 
 def test_best_on_sqlite_prints_without_export(tmp_path, capsys):
-    cfg = load_sweep(
-        ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "budget.n_trials=2", "budget.max_steps=40"]
-    )
-    study = run_sweep(cfg, recipe=fake_recipe).study
+    cfg = sweep(tmp_path, "budget.n_trials=2", "budget.max_steps=40")
+    study = run_sweep(cfg, recipe=reporting_recipe).study
     assert main(["best", "pricer", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"pricer: best trial {study.best_trial.number}" in out
@@ -129,7 +117,7 @@ def test_train_runs_one_fine_tune_with_the_promotion_budget(tmp_path):
     calls: list = []
     args = argparse.Namespace(file=str(out), overrides=["train.max_steps=200", "train.eval_steps=50"])
     shown = console()
-    assert promote.cmd_train(args, shown, promoter=fake_promoter(calls)) == 0
+    assert cmd_train(args, shown, promoter=fake_promoter(calls)) == 0
     ((spec, adapter_dir),) = calls
     assert spec.number == -1
     assert spec.sweep.budget.max_steps == 200 and spec.sweep.budget.eval_steps == 50
@@ -140,7 +128,7 @@ def test_train_runs_one_fine_tune_with_the_promotion_budget(tmp_path):
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["state"] == "COMPLETE" and saved["metrics"]["test_mae"] == 12.5
     assert json.loads((folder / "params.json").read_text())["training"]["r"] == exported.training.r
-    assert [h["step"] for h in results.read_eval_history(folder)] == [50, 100, 150, 200]
+    assert [h["step"] for h in trialdir.read_eval_history(folder)] == [50, 100, 150, 200]
     text = shown.file.getvalue()
     row = next(line for line in text.splitlines() if "eval_loss" in line and "1.9" in line)
     assert "1.8" in row  # validation and test side by side
@@ -161,7 +149,7 @@ def test_train_with_an_output_dir_and_a_single_value_list(tmp_path):
     )
     calls: list = []
     args = argparse.Namespace(file=str(sweep_file), overrides=[])
-    assert promote.cmd_train(args, console(), promoter=fake_promoter(calls)) == 0
+    assert cmd_train(args, console(), promoter=fake_promoter(calls)) == 0
     spec = calls[0][0]
     assert (spec.training.r, spec.training.learning_rate, spec.sweep.budget.max_steps) == (4, 0.002, 100)
     assert (tmp_path / "out" / "metrics.json").exists()
@@ -170,7 +158,7 @@ def test_train_with_an_output_dir_and_a_single_value_list(tmp_path):
 def test_train_refuses_a_search_range(tmp_path):
     args = argparse.Namespace(file=str(ROOT / "sweeps/pricer.yaml"), overrides=[f"results_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="still a search range.*sweep best"):
-        promote.cmd_train(args, console(), promoter=fake_promoter([]))
+        cmd_train(args, console(), promoter=fake_promoter([]))
     assert not (tmp_path / "pricer").exists()  # nothing written
 
 
@@ -210,7 +198,7 @@ def test_train_real_fine_tune_saves_a_safetensors_adapter_and_test_metrics(tmp_p
         )
     )
     args = argparse.Namespace(file=str(cfg_file), overrides=[])
-    assert promote.cmd_train(args, console()) == 0
+    assert cmd_train(args, console()) == 0
     folder = tmp_path / "tiny" / "promoted"
     assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size > 0
     metrics = json.loads((folder / "metrics.json").read_text())["metrics"]

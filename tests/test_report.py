@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from helpers import PROMPTS, ROOT, journal, reporting_recipe, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import report, results
+from harness import compare, report, status, studyview, trialdir
+from harness import study as st
 from harness.cli import main
 from harness.errors import HarnessError, StorageError
 from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
-from harness.sweepfile import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 PLOTS = {
     "optimisation-history": "Optimisation history",
     "param-importances": "Parameter importances",
@@ -29,66 +30,6 @@ PLOTS = {
     "learning-curves": "Eval-loss learning curves",
     "price-scatter": "Predicted vs true price (best trial)",
 }
-PROMPTS = [f"Product {i}: a thing that costs something" for i in range(6)]
-
-
-def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
-    """Like a real trial, in milliseconds: eval_loss falls with steps and is best near lr=1e-3; writes
-    generations with price_pred/price_true and a train log, as the real recipe does."""
-    lr, r = spec.training.learning_rate, spec.training.r
-    budget = spec.sweep.budget
-    history = []
-    for step in range(budget.eval_steps, budget.max_steps + 1, budget.eval_steps):
-        loss = abs(math.log10(lr) + 3) + 10 / step + 0.01 * r
-        metrics = {"eval_loss": loss, "perplexity": math.exp(loss)}
-        history.append({"step": step, **metrics})
-        if on_eval(step, metrics):
-            return TrialResult(None, metrics, step, step, 0.01, history, pruned=True)
-    best = min(history, key=lambda h: h["eval_loss"])
-    generations = [
-        {
-            "prompt": p,
-            "reference": f"{10 * (i + 1)}.00",
-            "prediction": f"{10 * (i + 1) + spec.number}.00",
-            "price_true": 10.0 * (i + 1),
-            "price_pred": 10.0 * (i + 1) + spec.number if i != 5 else None,  # one unparseable answer
-        }
-        for i, p in enumerate(PROMPTS)
-    ]
-    metrics = {"eval_loss": best["eval_loss"], "perplexity": best["perplexity"], "mae": float(spec.number)}
-    train_log = [{"step": 10, "loss": 3.0, "learning_rate": lr}]
-    return TrialResult(
-        best["eval_loss"],
-        metrics,
-        best["step"],
-        step,
-        0.5 + spec.number,
-        history,
-        False,
-        False,
-        generations,
-        train_log,
-    )
-
-
-def sweep(tmp_path: Path, *overrides: str):
-    return load_sweep(
-        ROOT / "sweeps/pricer.yaml",
-        [f"results_dir={tmp_path}", "budget.max_steps=60", "budget.eval_steps=20", *overrides],
-    )
-
-
-def journal(tmp_path: Path) -> str:
-    return f"journal:{tmp_path}/studies/journal.log"
-
-
-def failing_at(number: int):
-    def recipe(spec, on_eval):
-        if spec.number == number:
-            raise RuntimeError("out of memory")
-        return fake_recipe(spec, on_eval)
-
-    return recipe
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +37,12 @@ def swept(tmp_path_factory) -> Path:
     """Two SQLite studies shared by the read-only tests (SQLite commits cost ~20 ms each here, so building
     them once keeps the file fast): `pricer` has 4 complete trials and 1 failed one, `pricer-b` 3 trials."""
     root = tmp_path_factory.mktemp("results")
-    run(root, 5, "early_terminate.type=none", recipe=failing_at(2))
+    run(
+        root,
+        5,
+        "early_terminate.type=none",
+        recipe=reporting_recipe.failing({2: RuntimeError("out of memory")}),
+    )
     run(root, 3, "name=pricer-b", "seed=7", "early_terminate.type=none")
     return root
 
@@ -116,7 +62,7 @@ def output(console: Console) -> str:
 
 
 def run(
-    tmp_path: Path, n: int, *overrides: str, storage: str | None = None, recipe=fake_recipe
+    tmp_path: Path, n: int, *overrides: str, storage: str | None = None, recipe=reporting_recipe
 ) -> optuna.Study:
     return run_sweep(
         sweep(tmp_path, f"budget.n_trials={n}", *overrides), storage=storage, recipe=recipe
@@ -125,7 +71,7 @@ def run(
 
 def test_frame_has_one_row_per_trial_with_the_studys_values(swept):
     study = load(swept)
-    df = report.load_study_data("pricer", str(swept)).frame
+    df = studyview.load_study_data("pricer", str(swept)).frame
     assert list(df["number"]) == [t.number for t in study.trials] == [0, 1, 2, 3, 4]
     assert list(df["state"]) == [t.state.name for t in study.trials]
     assert list(df["state"]).count("FAIL") == 1
@@ -159,7 +105,7 @@ def test_pruned_trials_have_pruned_at_and_no_fail_reason(tmp_path):
     study = run(
         tmp_path, 6, "early_terminate.n_startup_trials=1", "early_terminate.n_warmup_steps=0", storage=url
     )
-    df = report.load_study_data("pricer", str(tmp_path), url).frame
+    df = studyview.load_study_data("pricer", str(tmp_path), url).frame
     pruned = df[df["state"] == "PRUNED"]
     assert len(pruned) == sum(t.state == TrialState.PRUNED for t in study.trials) > 0
     assert list(pruned["pruned_at"]) == [study.trials[n].user_attrs["pruned_at"] for n in pruned["number"]]
@@ -168,7 +114,7 @@ def test_pruned_trials_have_pruned_at_and_no_fail_reason(tmp_path):
 
 def test_report_writes_md_csv_parquet_that_round_trip(swept):
     study = load(swept)
-    data = report.load_study_data("pricer", str(swept))
+    data = studyview.load_study_data("pricer", str(swept))
     paths, _, _ = report.write_report(data, ["md", "csv", "parquet"])
     folder = swept / "pricer"
     assert paths == [folder / "report.md", folder / "report.csv", folder / "report.parquet"]
@@ -194,9 +140,20 @@ def test_report_writes_md_csv_parquet_that_round_trip(swept):
     assert not list(folder.glob(".report*"))  # no temp files left behind
 
 
+def test_every_report_file_gets_one_mode(swept):
+    """parquet goes through the same atomic writer as md/csv: not mkstemp's 0600 while the rest are
+    readable by others (the umask decides, as for trial files)."""
+    data = studyview.load_study_data("pricer", str(swept))
+    paths, _, _ = report.write_report(data, ["md", "csv", "parquet"])
+    modes = {p.suffix: stat.S_IMODE(p.stat().st_mode) for p in paths}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes[".parquet"] == modes[".md"] == modes[".csv"] == 0o666 & ~umask
+
+
 def test_html_is_one_offline_file_with_every_plot(swept):
     study = load(swept)
-    data = report.load_study_data("pricer", str(swept))
+    data = studyview.load_study_data("pricer", str(swept))
     report.write_report(data, ["html"])
     page = (swept / "pricer" / "report.html").read_text()
     for section_id, title in PLOTS.items():
@@ -253,14 +210,10 @@ def test_importances_when_params_vary(swept):
 
 @pytest.mark.parametrize("n_complete", [0, 1])
 def test_report_with_too_few_complete_trials_explains_instead_of_crashing(tmp_path, console, n_complete):
-    def complete_first(spec, on_eval):
-        if spec.number >= n_complete:
-            raise RuntimeError("boom")
-        return fake_recipe(spec, on_eval)
-
+    complete_first = reporting_recipe.failing({n: RuntimeError("boom") for n in range(n_complete, 2)})
     url = journal(tmp_path)
     run(tmp_path, 2, storage=url, recipe=complete_first)
-    data = report.load_study_data("pricer", str(tmp_path), url)
+    data = studyview.load_study_data("pricer", str(tmp_path), url)
     assert list(data.frame["state"]) == ["COMPLETE", "FAIL"][:n_complete] + ["FAIL"] * (2 - n_complete)
     paths, importances, why = report.write_report(data)
     assert importances == {} and f"at least 2 complete trials; this study has {n_complete}" in why
@@ -282,7 +235,7 @@ def test_report_with_too_few_complete_trials_explains_instead_of_crashing(tmp_pa
 def test_report_on_a_journal_storage(tmp_path):
     url = journal(tmp_path)
     study = run(tmp_path, 3, storage=url)
-    data = report.load_study_data("pricer", str(tmp_path), url)
+    data = studyview.load_study_data("pricer", str(tmp_path), url)
     assert list(data.frame["value"]) == pytest.approx([t.value for t in study.trials], nan_ok=True)
     paths, _, _ = report.write_report(data)
     assert len(paths) == 4
@@ -295,8 +248,8 @@ def test_compare_two_studies(swept):
     a, b = load(swept), load(swept, "pricer-b")
     assert main(["compare", "pricer", "pricer-b", "--results-dir", str(swept)]) == 0
     out = swept / "compare-pricer-vs-pricer-b"
-    datas = [report.load_study_data(n, str(swept)) for n in ("pricer", "pricer-b")]
-    frame = report.compare_frame(datas)
+    datas = [studyview.load_study_data(n, str(swept)) for n in ("pricer", "pricer-b")]
+    frame = compare.compare_frame(datas)
     assert list(frame["study"]) == ["pricer", "pricer-b"]
     assert list(frame["best_value"]) == pytest.approx([a.best_value, b.best_value])
     assert list(frame["best_trial"]) == [a.best_trial.number, b.best_trial.number]
@@ -308,7 +261,7 @@ def test_compare_two_studies(swept):
         "| pricer-b | eval_loss | minimize | 3 | 3 | 0 | 0 | 0 | "
         f"{b.best_trial.number} | {b.best_value:.4g} |" in md
     )
-    dist = report.distribution_frame(datas)
+    dist = compare.distribution_frame(datas)
     complete_a = [t.value for t in a.trials if t.state == TrialState.COMPLETE]
     assert dist.loc[0, "count"] == 4
     assert dist.loc[0, "min"] == pytest.approx(min(complete_a))
@@ -338,7 +291,7 @@ def test_report_compare_flag_and_chosen_trials(swept):
     page = (out / "report.html").read_text()
     assert 'id="plot-learning-curves"' in page and "<td>13.00</td>" in page and "<td>11.00</td>" in page
     with pytest.raises(HarnessError, match="has no trial 9"):
-        report.write_trials_compare(report.load_study_data("pricer", str(swept)), [1, 9], ["md"])
+        compare.write_trials_compare(studyview.load_study_data("pricer", str(swept)), [1, 9], ["md"])
 
 
 def test_status_shows_a_running_trial_and_an_eta(tmp_path, capsys):
@@ -358,27 +311,26 @@ def test_status_shows_a_running_trial_and_an_eta(tmp_path, capsys):
     assert re.search(r"ETA: ~\d+s \(mean \d+s per trial, 2 to go\)", out)
     assert f"eval_loss {study.best_value:.6g}" in out
     # A report mid-sweep shows the running trial, its curve from the reported values (no log.jsonl yet).
-    data = report.load_study_data("pricer", str(tmp_path), url)
+    data = studyview.load_study_data("pricer", str(tmp_path), url)
     assert data.frame["state"].iloc[-1] == "RUNNING" and pd.isna(data.frame["value"].iloc[-1])
     assert report.eval_curve(data, data.trials()[-1]) == ([40], [1.5])
     # Reading wrote nothing: the trial is still RUNNING and no trial was added.
-    again = optuna.load_study(study_name="pricer", storage=report.open_existing(url))
+    again = optuna.load_study(study_name="pricer", storage=st.open_existing(url))
     assert [t.state for t in again.trials].count(TrialState.RUNNING) == 1 and len(again.trials) == 6
 
 
 def test_eta_text_for_finished_and_stopped_sweeps():
-    from harness import watch
-    from harness.watch import View
+    from harness.status import View
 
     stopped = View(
         "s", "eval_loss", "minimize", n_trials=8, max_steps=100, counts={"COMPLETE": 4}, mean_s=30.0
     )
-    assert report.eta_text(stopped).startswith("not running: 4 trial(s) to go")
+    assert status.eta_text(stopped).startswith("not running: 4 trial(s) to go")
     done = View("s", "eval_loss", "minimize", n_trials=4, max_steps=100, counts={"COMPLETE": 4}, mean_s=30.0)
-    assert report.eta_text(done) == "done"
+    assert status.eta_text(done) == "done"
     first = View("s", "eval_loss", "minimize", n_trials=4, max_steps=100, counts={"RUNNING": 1})
-    first.running = [watch.Running(0, 20, 1.0, [1.0], 12.0, {})]
-    assert report.eta_text(first) == "ETA: unknown until a trial finishes"
+    first.running = [status.Running(0, 20, 1.0, [1.0], 12.0, {})]
+    assert status.eta_text(first) == "ETA: unknown until a trial finishes"
 
 
 def test_list_over_two_studies(swept, capsys):
@@ -417,13 +369,13 @@ def test_list_reports_a_broken_database_without_hiding_the_others(tmp_path, caps
 
 def test_bad_input_is_one_line_error(swept, tmp_path, capsys):
     with pytest.raises(StorageError, match="no study 'nope'"):
-        report.load_study_data("nope", str(swept))
+        studyview.load_study_data("nope", str(swept))
     assert main(["report", "nope", "--results-dir", str(swept)]) == 2
     with pytest.raises(StorageError, match="no journal storage"):
-        report.load_study_data("pricer", str(swept), f"journal:{tmp_path}/missing.log")
+        studyview.load_study_data("pricer", str(swept), f"journal:{tmp_path}/missing.log")
     assert not (tmp_path / "missing.log").exists()  # reading created nothing
     with pytest.raises(StorageError, match="has no study named 'other'; it holds: pricer"):
-        report.load_study_data("other", str(swept), f"sqlite:///{swept}/pricer/study.db")
+        studyview.load_study_data("other", str(swept), f"sqlite:///{swept}/pricer/study.db")
     with pytest.raises(HarnessError, match="--format"):
         report.parse_formats("md,pdf")
     assert main(["report", "pricer", "--compare", "--results-dir", str(swept)]) == 2
@@ -438,7 +390,7 @@ def test_markdown_table_escapes_cells():
         "| x\\|y | 1.235 |",
         "| line1<br>line2 |  |",
     ]
-    assert results.read_eval_history(Path("/nonexistent")) == []
+    assert trialdir.read_eval_history(Path("/nonexistent")) == []
 
 
 def test_mixed_type_params_stay_writable_as_parquet(tmp_path):
@@ -448,7 +400,7 @@ def test_mixed_type_params_stay_writable_as_parquet(tmp_path):
     for choice in (0, "auto", 0):
         params = {"gradient_accumulation_steps": choice}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dist, value=1.0))
-    frame = report.trials_frame(study)
+    frame = studyview.trials_frame(study)
     assert list(frame["param_gradient_accumulation_steps"]) == ["0", "auto", "0"]
     report.atomic_write_parquet(frame, tmp_path / "m.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "m.parquet"), frame)

@@ -8,37 +8,22 @@ import io
 import re
 import sys
 import warnings
-from pathlib import Path
 from types import ModuleType
 
 import optuna
 import pytest
+from helpers import fake_recipe, sweep
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
+from harness import status, watch
 from harness import study as st
-from harness import watch
-from harness.cli import main
+from harness.cli import cmd_dashboard, cmd_watch, main
 from harness.errors import HarnessError, StorageError
 from harness.runner import run_sweep
-from harness.spec import TrialResult
-from harness.sweepfile import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cfg_for(tmp_path: Path, *overrides: str):
-    return load_sweep(
-        ROOT / "sweeps/pricer.yaml",
-        [
-            f"results_dir={tmp_path}",
-            "budget.n_trials=4",
-            "budget.max_steps=120",
-            "budget.eval_steps=20",
-            *overrides,
-        ],
-    )
+PLANNED = ("budget.n_trials=4", "budget.max_steps=120")  # the frames below: 4 trials of 120 steps
 
 
 def finished(
@@ -63,7 +48,7 @@ def finished(
 @pytest.fixture
 def live_study(tmp_path) -> optuna.Study:
     """4 planned trials: 2 finished in 60 s each, and one RUNNING that has reported 4 evals."""
-    cfg = cfg_for(tmp_path)
+    cfg = sweep(tmp_path, *PLANNED)
     url = st.storage_url(cfg)
     study = st.open_study(cfg, st.open_storage(url), url)
     study.add_trial(finished(0, 1.30, 60))
@@ -105,36 +90,31 @@ def test_watch_once_shows_the_running_trial_sparkline_and_eta(tmp_path, live_stu
 
 
 def test_eta_counts_pruned_and_failed_trials_as_finished(tmp_path):
-    cfg = cfg_for(tmp_path)
+    cfg = sweep(tmp_path, *PLANNED)
     url = st.storage_url(cfg)
     study = st.open_study(cfg, st.open_storage(url), url)
     study.add_trial(finished(0, 1.0, 100))
     study.add_trial(finished(1, 1.0, 20, TrialState.PRUNED))
-    view = watch.collect(study)
+    view = status.collect(study)
     assert view.finished == 2 and view.mean_s == pytest.approx(60)
     assert view.eta_s == pytest.approx(120)  # 2 not started x 60 s
     assert not view.done and view.best is not None and view.best.number == 0
 
 
 def test_watch_without_once_stops_when_the_sweep_is_done(tmp_path):
-    cfg = cfg_for(tmp_path, "budget.n_trials=2")
-
-    def recipe(spec, on_eval):
-        on_eval(20, {"eval_loss": 1.0 + spec.number})
-        return TrialResult(1.0 + spec.number, {"eval_loss": 1.0 + spec.number}, 20, 20, 0.01)
-
-    run_sweep(cfg, recipe=recipe)
+    cfg = sweep(tmp_path, *PLANNED, "budget.n_trials=2")
+    run_sweep(cfg, recipe=fake_recipe)
     buf = io.StringIO()
     args = argparse.Namespace(
         study="pricer", results_dir=str(tmp_path), storage=None, interval=0.2, once=False
     )
-    assert watch.cmd_watch(args, Console(file=buf, width=120)) == 0  # not a tty: plain frames, then exit
+    assert cmd_watch(args, Console(file=buf, width=120)) == 0  # not a tty: plain frames, then exit
     out = buf.getvalue()
     assert "ETA   done" in out and "2/2 finished" in out and "peak MB" in out
 
 
 def test_a_failed_refresh_keeps_the_last_frame(live_study):
-    view = watch.collect(live_study)
+    view = status.collect(live_study)
 
     class Locked:
         def __getattr__(self, name):
@@ -150,7 +130,7 @@ def test_a_failed_refresh_keeps_the_last_frame(live_study):
 def test_watching_a_missing_study_creates_nothing(tmp_path):
     args = argparse.Namespace(study="nope", results_dir=str(tmp_path), storage=None, interval=1.0, once=True)
     with pytest.raises(StorageError, match="no study 'nope'"):
-        watch.cmd_watch(args, Console(file=io.StringIO()))
+        cmd_watch(args, Console(file=io.StringIO()))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -158,7 +138,7 @@ def test_dashboard_without_the_extra_says_how_to_install(tmp_path, live_study, m
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import now raises ImportError
     args = argparse.Namespace(study="pricer", results_dir=str(tmp_path), storage=None)
     with pytest.raises(HarnessError, match=r"pip install 'harness\[dashboard\]'"):
-        watch.cmd_dashboard(args, Console(file=io.StringIO()))
+        cmd_dashboard(args, Console(file=io.StringIO()))
 
 
 def test_dashboard_serves_the_same_storage_on_localhost(tmp_path, live_study, monkeypatch):
@@ -168,7 +148,7 @@ def test_dashboard_serves_the_same_storage_on_localhost(tmp_path, live_study, mo
     monkeypatch.setitem(sys.modules, "optuna_dashboard", fake)
     buf = io.StringIO()
     args = argparse.Namespace(study="pricer", results_dir=str(tmp_path), storage=None)
-    assert watch.cmd_dashboard(args, Console(file=buf, width=200)) == 0
+    assert cmd_dashboard(args, Console(file=buf, width=200)) == 0
     ((storage, host, port),) = calls
     assert host == "127.0.0.1" and port == 8080
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]

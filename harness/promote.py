@@ -26,7 +26,6 @@ from harness import trialdir
 from harness.config import SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.spec import TrialResult, TrialSpec
-from harness.studyview import best_of
 from harness.sweepfile import load_sweep
 
 # promote(spec, adapter_dir) -> result whose metrics include test_<name> for the test split.
@@ -38,7 +37,7 @@ Promoter = Callable[[TrialSpec, Path], TrialResult]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    best = best_of(study)
+    best = st.best_trial(study)
     if best is None:
         raise HarnessError(
             f"study {study.study_name!r} has no complete trial yet: nothing to export or train"

@@ -108,7 +108,7 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
         max_steps=budget.get("max_steps"),
         counts=sv.counts_by_state(study),
         running=running,
-        best=sv.best_of(study),  # multi-objective: the Pareto-optimal trial best on the first metric
+        best=st.best_trial(study),  # multi-objective: the Pareto-optimal trial best on the first metric
         mean_s=mean_s,
         eta_s=eta,
         recent=sorted(finished, key=lambda t: t.number)[-8:],
@@ -210,7 +210,7 @@ def list_table(found: Iterable[tuple[str, list[optuna.Study] | StorageError]]) -
             continue
         for study in studies:
             counts = sv.counts_by_state(study)
-            best = sv.best_of(study)
+            best = st.best_trial(study)
             table.add_row(
                 study.study_name,
                 st.mask_url(url),

@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from harness import search_space
 from harness.config import SweepConfig
@@ -251,15 +253,29 @@ def pareto_numbers(study: optuna.Study) -> set[int]:
     return {t.number for t in study.best_trials}
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial, or None. Multi-objective: among the Pareto-optimal trials, the best by
-    the first (primary) metric, lowest trial number on ties."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    if not complete:
-        return None
-    candidates = [t for t in complete if t.number in pareto_numbers(study)] if is_multi(study) else complete
+STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
+LAST_RANK = 4  # failed and anything else
+
+
+def rank_key(study: optuna.Study) -> Callable[[FrozenTrial], tuple[int, bool, float, int]]:
+    """The one ranking rule: complete trials best first (multi-objective: Pareto-optimal ones first, then
+    by the primary metric), then pruned, running, waiting, failed; ties by trial number."""
     sign = -1.0 if goals(study)[0] == "maximize" else 1.0
-    return min(candidates or complete, key=lambda t: (sign * t.values[0], t.number))
+    pareto = pareto_numbers(study)
+
+    def key(t: FrozenTrial) -> tuple[int, bool, float, int]:
+        v = primary_value(t)
+        value = sign * v if v is not None else math.inf
+        return (STATE_RANK.get(t.state, LAST_RANK), t.number not in pareto, value, t.number)
+
+    return key
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial by rank_key, or None (no exception, unlike optuna's study.best_trial).
+    Multi-objective: the Pareto-optimal trial best on the first (primary) metric, lowest number on ties."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    return min(complete, key=rank_key(study), default=None)
 
 
 def locate(target: str, results_dir: str = "results", storage: str | None = None) -> tuple[str, str]:

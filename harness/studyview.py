@@ -2,14 +2,14 @@
 
 `sweep report`, `compare`, `status`, `list`, `watch`, `best` and the table `sweep run` ends with all rank
 trials with `rank_key`, time them with `trial_duration`, count them with `counts_by_state` and pick the
-winner with `best_of`, so no two views of one study can disagree about which trial won or how long a
+winner with `study.best_trial`, so no two views of one study can disagree about which trial won or how long a
 trial took. Read-only: nothing here writes to the storage.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,6 @@ from harness import trialdir
 STEP_COLUMNS = ("best_step", "steps_run", "pruned_at")
 RESOURCE_COLUMNS = ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb")
 # Complete trials first, failed ones (and any other state) last.
-STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
-_LAST = 4
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -66,7 +64,7 @@ class StudyData:
         return self.study.get_trials(deepcopy=False, states=states)
 
     def best(self) -> FrozenTrial | None:
-        return best_of(self.study)
+        return st.best_trial(self.study)
 
     def ranked(self) -> list[FrozenTrial]:
         return ranked_trials(self.study)
@@ -92,35 +90,14 @@ def metric_name(study: optuna.Study) -> str:
 # Ranking, timing, counting
 
 
-def rank_key(study: optuna.Study) -> Callable[[FrozenTrial], tuple[int, bool, float, int]]:
-    """The one ranking rule: complete trials best first (multi-objective: Pareto-optimal ones first, then
-    by the primary metric), then pruned, running, waiting, failed; ties by trial number."""
-    sign = -1.0 if st.goals(study)[0] == "maximize" else 1.0
-    pareto = st.pareto_numbers(study)
-
-    def key(t: FrozenTrial) -> tuple[int, bool, float, int]:
-        v = st.primary_value(t)
-        value = sign * v if v is not None else math.inf
-        return (STATE_RANK.get(t.state, _LAST), t.number not in pareto, value, t.number)
-
-    return key
-
-
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Every trial, in rank_key order."""
-    return sorted(study.get_trials(deepcopy=False), key=rank_key(study))
-
-
-def best_of(study: optuna.Study) -> FrozenTrial | None:
-    """The first complete trial by rank_key, or None, without study.best_trial's exception.
-    Multi-objective: the Pareto-optimal trial best on the first metric (as harness.study.best_trial)."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    return min(complete, key=rank_key(study), default=None)
+    return sorted(study.get_trials(deepcopy=False), key=st.rank_key(study))
 
 
 def state_rank(name: str) -> int:
     """rank_key's order for a state's name ("COMPLETE" -> 0): counts are listed in that order."""
-    return next((r for s, r in STATE_RANK.items() if s.name == name), _LAST)
+    return next((r for s, r in st.STATE_RANK.items() if s.name == name), st.LAST_RANK)
 
 
 def trial_duration(t: FrozenTrial) -> float | None:
@@ -281,7 +258,7 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
     table.add_column("s", justify="right")
     for p in param_names:
         table.add_column(SHORT.get(p, p), justify="right")
-    for t in sorted(trials, key=rank_key(study))[:limit]:
+    for t in sorted(trials, key=st.rank_key(study))[:limit]:
         steps = t.user_attrs.get("steps_run")
         dur = trial_duration(t)
         values = t.values or []

@@ -3,12 +3,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint install clean
+.PHONY: run test test-slow bench lint install clean
 run: $(STAMP)
 	$(VENV)/bin/sweep run sweeps/pricer.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The long end-to-end runs `make test` leaves out (marked `slow`): SIGKILL/resume, model build, promotion.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
+from helpers import ROOT, TINY, fake_recipe
 
 from harness.cli import main
 
@@ -47,6 +47,21 @@ CASES = [
         expect=["sweep.yaml", "malformed YAML", "line"],
     ),
     Case("unknown-key", ["budget.max_stepz=3"], expect=["sweep.yaml", "budget.max_stepz", "max_steps"]),
+    Case(
+        "optim-typo",
+        ["training.optim=adamw_tourch"],
+        expect=["sweep.yaml", "training.optim", "'adamw_torch'"],
+    ),
+    Case(
+        "scheduler-typo",
+        ["training.lr_scheduler_type=cosin"],
+        expect=["sweep.yaml", "training.lr_scheduler_type", "'cosine'"],
+    ),
+    Case(
+        "optim-typo-in-search-space",
+        ["parameters.optim={values: [adamw_torch, pagd_adamw_8bit]}"],
+        expect=["parameters.optim", "'pagd_adamw_8bit'", "'paged_adamw_8bit'"],
+    ),
     Case("wrong-type", ["budget.max_steps=lots"], expect=["sweep.yaml", "budget.max_steps", "integer"]),
     Case(
         "empty-search-space",
@@ -189,8 +204,6 @@ def _ours(line: str) -> bool:
 
 def test_a_changed_study_is_refused_and_left_untouched(tmp_path, monkeypatch, capsys):
     """Resuming with another search space or direction: exit 2, and the study's files are unchanged."""
-    from test_study import fake_recipe
-
     from harness.runner import run_sweep
     from harness.sweepfile import load_sweep
 

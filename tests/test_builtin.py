@@ -59,6 +59,7 @@ def test_tokenizer_splits_digits_and_round_trips():
     assert tok.decode(tok(weird)["input_ids"], skip_special_tokens=True) == weird
 
 
+@pytest.mark.slow  # a from-scratch build (~1.5 min on 2 cores); other tests share the one cached model
 def test_builtin_model_builds_loads_in_4bit_and_is_pretrained(tiny_model_dir: Path):
     from bitsandbytes.nn import Linear4bit
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaForCausalLM

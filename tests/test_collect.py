@@ -6,38 +6,25 @@ the builtin model to prove the session fixtures are built once for several trial
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers import steady_recipe
 
 from harness import collect, fixtures, runner
 from harness.cli import main
 from harness.collect import KeywordExpr, find_sweep_files
 from harness.errors import ConfigError
-from harness.spec import TrialResult, TrialSpec
-
-
-def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
-    """eval_loss falls with steps; hit_rate is fixed at 0.5."""
-    b = spec.sweep.budget
-    history = []
-    for step in range(b.eval_steps, b.max_steps + 1, b.eval_steps):
-        metrics = {"eval_loss": 1.0 + 10 / step, "perplexity": math.exp(1.0 + 10 / step)}
-        history.append({"step": step, **metrics})
-        on_eval(step, metrics)
-    final = {**history[-1], "hit_rate": 0.5}
-    final.pop("step")
-    return TrialResult(final["eval_loss"], final, b.max_steps, b.max_steps, 0.01, history)
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI builds the real recipe; here it gets the fake one instead."""
-    monkeypatch.setattr(runner, "real_recipe", lambda cfg: fake_recipe)
+    """The CLI builds the real recipe; here it gets the fake one instead: eval_loss 1 + 10/step in every
+    trial (1.5 at step 20), hit_rate 0.5."""
+    monkeypatch.setattr(runner, "real_recipe", lambda cfg: steady_recipe)
 
 
 def write_sweep(folder: Path, stem: str, suffix: str = ".yaml", **fields: Any) -> Path:

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from conftest import ROOT, TINY
+from helpers import FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
-from test_study import fake_recipe
 
-from harness import checkpoint, failures, results
+from harness import failures, trialdir
 from harness.runner import real_recipe, run_sweep
-from harness.sweepfile import load_sweep
-
-SWEEP = ROOT / "sweeps/pricer.yaml"
-
-
-def sweep(tmp_path: Path, *overrides: str):
-    return load_sweep(SWEEP, [f"results_dir={tmp_path}", "budget.max_steps=60", *overrides])
+from scripts.fault_inject import ROOT, Moment, child_env, kill_and_resume, sweep_command
 
 
 def counted(study: optuna.Study) -> int:
@@ -39,16 +28,11 @@ def counted(study: optuna.Study) -> int:
 
 def test_ctrl_c_queues_the_trial_and_the_rerun_retries_it_with_the_same_params(tmp_path):
     cfg = sweep(tmp_path, "budget.n_trials=4", "early_terminate.type=none")
-    calls: list[int] = []
-
-    def interrupted_at_trial_2(spec, on_eval):
-        calls.append(spec.number)
-        if spec.number == 2:
-            raise KeyboardInterrupt
-        return fake_recipe(spec, on_eval)
+    interrupted_at_trial_2 = FakeRecipe(fail={2: KeyboardInterrupt()})
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cfg, recipe=interrupted_at_trial_2)
+    assert interrupted_at_trial_2.calls == [0, 1, 2]  # the interrupt stops the sweep
     study = optuna.load_study(study_name="pricer", storage=f"sqlite:///{tmp_path}/pricer/study.db")
     t2 = study.trials[2]
     assert t2.state == TrialState.FAIL and t2.user_attrs["fail_reason"] == failures.INTERRUPTED
@@ -106,11 +90,6 @@ def test_a_killed_trial_left_running_is_recovered_on_the_next_run(tmp_path, stor
     assert counted(out.study) == 3
 
 
-@pytest.fixture(params=["sqlite", "journal"])
-def storage(request, tmp_path) -> str | None:
-    return None if request.param == "sqlite" else f"journal:{tmp_path}/studies/journal.log"
-
-
 # ----------------------------------------------------------------------------------------------------
 # Failures are data
 
@@ -143,18 +122,13 @@ def test_oom_is_retried_once_with_half_the_batch(tmp_path):
 
 def test_oom_twice_fails_the_trial_and_the_sweep_goes_on(tmp_path):
     cfg = sweep(tmp_path, "budget.n_trials=3", "early_terminate.type=none")
-
-    def oom_on_trial_1(spec, on_eval):
-        if spec.number == 1:
-            raise MemoryError("host out of memory")
-        return fake_recipe(spec, on_eval)
-
+    oom_on_trial_1 = FakeRecipe(fail={1: MemoryError("host out of memory")})
     study = run_sweep(cfg, recipe=oom_on_trial_1).study
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 2 and states[1] == TrialState.FAIL
     assert study.trials[1].user_attrs["fail_reason"].startswith("MemoryError: host out of memory")
     assert "oom_retry" in study.trials[1].user_attrs
-    saved = results.read_json(results.trial_dir(cfg.study_dir, 1) / "metrics.json")
+    saved = trialdir.read_json(trialdir.trial_dir(cfg.study_dir, 1) / "metrics.json")
     assert saved["state"] == "FAIL" and "MemoryError" in saved["fail_reason"]
 
 
@@ -198,7 +172,7 @@ def test_non_finite_loss_fails_the_trial_early(tiny, tmp_path, monkeypatch):
     t = study.trials[0]
     assert t.state == TrialState.FAIL
     assert t.user_attrs["fail_reason"].startswith("non-finite loss at step 4")
-    assert not (results.trial_dir(cfg.study_dir, 0) / "checkpoint").exists()
+    assert not (trialdir.trial_dir(cfg.study_dir, 0) / "checkpoint").exists()
 
 
 def test_a_huge_learning_rate_gives_a_non_finite_training_loss(tiny, tmp_path):
@@ -247,101 +221,46 @@ def test_a_retried_trial_resumes_from_its_checkpoint(tiny, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cfg, recipe=killed_at_step_12)
-    ckpt = checkpoint.find(results.trial_dir(cfg.study_dir, 0) / "checkpoint")
-    assert ckpt is not None and checkpoint.step(ckpt) == 8
+    ckpt = trialdir.find_checkpoint(trialdir.trial_dir(cfg.study_dir, 0) / "checkpoint")
+    assert ckpt is not None and trialdir.checkpoint_step(ckpt) == 8
 
     study = run_sweep(cfg, recipe=killed_at_step_12).study
     retry = study.trials[1]
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["retry_of"] == 0
     assert evals == [(0, 4), (0, 8), (0, 12), (1, 12), (1, 16)]  # continues at step 12, not 4
     assert retry.user_attrs["steps_run"] == 16
-    log = results.read_eval_history(results.trial_dir(cfg.study_dir, 1))
+    log = trialdir.read_eval_history(trialdir.trial_dir(cfg.study_dir, 1))
     assert [r["step"] for r in log] == [4, 8, 12, 16]  # history from the checkpoint, then its own
-    assert checkpoint.find(results.trial_dir(cfg.study_dir, 0) / "checkpoint") is None  # pruned on finish
+    assert (
+        trialdir.find_checkpoint(trialdir.trial_dir(cfg.study_dir, 0) / "checkpoint") is None
+    )  # pruned on finish
     best = cfg.study_dir / "best-adapter"
     assert (best / "adapter_model.safetensors").exists()
     assert json.loads((best / "trial.json").read_text())["trial"] == 1
 
 
 # ----------------------------------------------------------------------------------------------------
-# The real thing: `sweep run` in a subprocess, killed with SIGKILL at random moments, re-run until done
+# The real thing: `sweep run` in a subprocess, SIGKILLed at observed moments, re-run until done
+# (the driver is scripts/fault_inject.py's, which runs the same checks with more kills)
 
 
-def _sweep_cmd(tmp_path: Path, n_trials: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "run",
-        str(SWEEP),
-        f"results_dir={tmp_path}",
-        *TINY,
-        f"budget.n_trials={n_trials}",
-        "evaluation.samples=4",
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def kill_and_resume(
-    tmp_path: Path, n_trials: int, kills: int, rng: random.Random, delays=(3.0, 12.0)
-) -> dict:
-    """Run, SIGKILL after a random delay, `kills` times; then run to completion. Checks as it goes."""
-    cmd, db = _sweep_cmd(tmp_path, n_trials), f"sqlite:///{tmp_path}/pricer/study.db"
-    complete: dict[int, tuple] = {}
-    start, done_kills = time.perf_counter(), 0
-    while done_kills < kills:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            proc.wait(timeout=rng.uniform(*delays))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            done_kills += 1
-        if not Path(f"{tmp_path}/pricer/study.db").exists():
-            continue
-        study = optuna.load_study(study_name="pricer", storage=db)
-        now = {t.number: (t.params, t.values) for t in study.trials if t.state == TrialState.COMPLETE}
-        assert {n: now.get(n) for n in complete} == complete, "a COMPLETE trial changed or vanished"
-        complete = now
-        if proc.returncode == 0:
-            break
-    final = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
-    assert final.returncode in (0, 1), final.stderr[-2000:]  # 1: an expectation failed; never a crash
-    study = optuna.load_study(study_name="pricer", storage=db)
-    trials = study.trials
-    assert counted(study) == n_trials
-    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    assert {n: (trials[n].params, trials[n].values) for n in complete} == complete
-    retried = [t for t in trials if "retry_of" in t.user_attrs]
-    for t in retried:  # every retry ran the interrupted trial's exact params
-        assert t.params == trials[t.user_attrs["retry_of"]].params
-    return {
-        "kills": done_kills,
-        "trials": len(trials),
-        "counted": counted(study),
-        "retried": len(retried),
-        "resumed_from_checkpoint": sum(1 for t in retried if t.user_attrs.get("resume_from")),
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
-
-
-def test_sigkill_at_random_moments_then_rerun_completes_the_study(tmp_path):
-    figures = kill_and_resume(tmp_path, n_trials=3, kills=3, rng=random.Random(os.getpid()))
-    assert figures["kills"] == 3
+@pytest.mark.slow
+def test_sigkill_at_chosen_moments_then_rerun_completes_the_study(tmp_path):
+    """Each kill waits for an event, never for a delay: a complete checkpoint on disk, a trial's done line,
+    a run's second eval line (its checkpoint is being written then). Same kills on any machine."""
+    plan = [Moment("checkpoint"), Moment("done"), Moment("eval", 2)]
+    figures = kill_and_resume(tmp_path, n_trials=3, plan=plan)
+    assert figures["kills"] == 3, figures
+    assert figures["resumed_from_checkpoint"] >= 1, figures  # the first kill left a checkpoint to resume
     leftovers = [p for p in (tmp_path / "pricer").glob("trial-*/checkpoint*")]
     assert not leftovers, "checkpoints of finished trials must be deleted"
 
 
 def test_sigterm_stops_gracefully_with_exit_143(tmp_path):
     proc = subprocess.Popen(
-        _sweep_cmd(tmp_path, 2),
+        sweep_command(tmp_path, 2),
         cwd=ROOT,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

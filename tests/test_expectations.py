@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from helpers import FakeRecipe, sweep
 
 from harness.collect import check_study
 from harness.errors import ConfigError
 from harness.expectations import Condition, Expectation, check, parse_expectations
 from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
 from harness.sweepfile import load_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def one(spec, metric: str = "eval_loss", **kw) -> Expectation:
@@ -152,20 +149,10 @@ def test_smoke_false_only_checks_the_metric_was_measured_in_smoke_runs():
 # Against a real study (fake recipe)
 
 
-def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
-    """eval_loss depends on the learning rate only; hit_rate is fixed."""
-    loss = 1.0 + abs(math.log10(spec.training.learning_rate) + 3)
-    metrics = {"eval_loss": loss, "perplexity": math.exp(loss), "hit_rate": 0.25}
-    on_eval(spec.sweep.budget.max_steps, metrics)
-    return TrialResult(loss, metrics, spec.sweep.budget.max_steps, spec.sweep.budget.max_steps, 0.01, [])
-
-
 def test_check_study_uses_the_best_trial_and_every_complete_trial(tmp_path):
-    cfg = load_sweep(
-        ROOT / "sweeps/pricer.yaml",
-        [f"results_dir={tmp_path}", "budget.n_trials=4", "early_terminate.type=none"],
-    )
-    study = run_sweep(cfg, recipe=fake_recipe).study
+    cfg = sweep(tmp_path, "budget.n_trials=4", "early_terminate.type=none")
+    # eval_loss depends on the learning rate only (1 + |log10(lr) + 3|); hit_rate is fixed.
+    study = run_sweep(cfg, recipe=FakeRecipe(base=1.0, decay=0.0, extra={"hit_rate": 0.25})).study
     block = {"eval_loss": f"== {study.best_value}", "perplexity": {"max": 1e9, "scope": "all"}}
     es = parse_expectations({**block, "hit_rate": "> 0.3"})
     best, every, hit = check_study(es, study, "eval_loss")

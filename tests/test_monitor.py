@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import FakeRecipe, sweep
 
-from harness import monitor, results
+from harness import monitor, trialdir
 from harness.monitor import ResourceMonitor
 from harness.runner import run_sweep
-from harness.sweepfile import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
 
@@ -125,22 +123,13 @@ def test_torch_cuda_is_used_when_available(monkeypatch):
 
 
 def test_figures_go_to_user_attrs_and_metrics_json(tmp_path):
-    cfg = load_sweep(
-        ROOT / "sweeps/pricer.yaml",
-        [f"results_dir={tmp_path}", "budget.max_steps=40", "budget.eval_steps=20", "budget.n_trials=2"],
-    )
-
-    def recipe(spec, on_eval):
-        from harness.spec import TrialResult
-
-        on_eval(20, {"eval_loss": 1.0})
-        return TrialResult(1.0, {"eval_loss": 1.0}, 20, 20, 0.01, [{"step": 20, "eval_loss": 1.0}])
-
+    cfg = sweep(tmp_path, "budget.max_steps=40", "budget.n_trials=2")
+    recipe = FakeRecipe(base=1.0, lr_weight=0.0, decay=0.0)  # eval_loss 1.0 at every eval of every trial
     study = run_sweep(cfg, recipe=recipe).study
     for t in study.trials:
         assert t.user_attrs["peak_rss_mb"] > 0 and t.user_attrs["rss_mb"] > 0
         assert "cuda_peak_allocated_mb" not in t.user_attrs  # unmeasured figures are left out
-        saved = json.loads((results.trial_dir(cfg.study_dir, t.number) / "metrics.json").read_text())
+        saved = json.loads((trialdir.trial_dir(cfg.study_dir, t.number) / "metrics.json").read_text())
         assert saved["state"] == "COMPLETE" and saved["value"] == 1.0  # what write_result put there stays
         assert saved["resources"]["peak_rss_mb"] == t.user_attrs["peak_rss_mb"]
         assert set(saved["resources"]) == set(monitor.FIELDS)

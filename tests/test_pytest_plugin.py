@@ -26,21 +26,9 @@ pytest_plugins = ["pytester"]
 # pytester points HOME at its temp folder; the real-recipe test must still find the built tiny model.
 REAL_CACHE = default_cache_dir()
 
-FAKE_RECIPE = """
-import math
-from harness.spec import TrialResult
-
-def recipe(spec, on_eval):
-    b = spec.sweep.budget
-    history = []
-    for step in range(b.eval_steps, b.max_steps + 1, b.eval_steps):
-        metrics = {"eval_loss": 1.0 + 10 / step, "perplexity": math.exp(1.0 + 10 / step)}
-        history.append({"step": step, **metrics})
-        on_eval(step, metrics)
-    final = {k: v for k, v in history[-1].items() if k != "step"}
-    final["hit_rate"] = 0.5
-    return TrialResult(final["eval_loss"], final, b.max_steps, b.max_steps, 0.01, history)
-"""
+# eval_loss 1 + 10/step in every trial (3.5 at the smoke run's step 4), hit_rate 0.5. pytester runs in this
+# process, where tests/ is on sys.path.
+FAKE_RECIPE = "from helpers import steady_recipe as recipe\n"
 
 
 def write(pytester: pytest.Pytester, rel: str, **fields: Any) -> Path:

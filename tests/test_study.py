@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
+from helpers import FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
 
-from harness import results
+from harness import trialdir
 from harness.errors import StorageError
 from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
 from harness.study import check_url, mask_url
-from harness.sweepfile import load_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_recipe(spec: TrialSpec, on_eval) -> TrialResult:
-    """eval_loss falls with steps and is best near lr=1e-3; deterministic in the params."""
-    lr = spec.training.learning_rate
-    history = []
-    for step in range(
-        spec.sweep.budget.eval_steps, spec.sweep.budget.max_steps + 1, spec.sweep.budget.eval_steps
-    ):
-        loss = abs(math.log10(lr) + 3) + 10 / step
-        metrics = {"eval_loss": loss, "perplexity": math.exp(loss)}
-        history.append({"step": step, **metrics})
-        if on_eval(step, metrics):
-            return TrialResult(None, metrics, step, step, 0.01, history, pruned=True)
-    best = min(history, key=lambda h: h["eval_loss"])
-    return TrialResult(best["eval_loss"], {"eval_loss": best["eval_loss"]}, best["step"], step, 0.01, history)
-
-
-@pytest.fixture(params=["sqlite", "journal"])
-def storage(request, tmp_path) -> str | None:
-    """One supplier fixture over every backend (optuna's pattern)."""
-    return None if request.param == "sqlite" else f"journal:{tmp_path}/studies/journal.log"
-
-
-def sweep(tmp_path: Path, *overrides: str):
-    return load_sweep(
-        ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "budget.max_steps=60", *overrides]
-    )
 
 
 def test_sweep_runs_and_writes_trial_folders(tmp_path, storage):
@@ -52,7 +20,7 @@ def test_sweep_runs_and_writes_trial_folders(tmp_path, storage):
     out = run_sweep(cfg, storage=storage, recipe=fake_recipe)
     assert len(out.study.trials) == 3 and out.ran == 3
     for t in out.study.trials:
-        folder = results.trial_dir(cfg.study_dir, t.number)
+        folder = trialdir.trial_dir(cfg.study_dir, t.number)
         params = json.loads((folder / "params.json").read_text())
         assert params["sampled"] == t.params
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -103,20 +71,14 @@ def test_pruned_trials_are_recorded(tmp_path):
 
 
 def test_a_crashing_trial_fails_and_the_sweep_goes_on(tmp_path):
-    calls = []
-
-    def flaky(spec, on_eval):
-        calls.append(spec.number)
-        if spec.number == 1:
-            raise RuntimeError("boom")
-        return fake_recipe(spec, on_eval)
-
+    flaky = FakeRecipe(fail={1: RuntimeError("boom")})
     study = run_sweep(sweep(tmp_path, "budget.n_trials=3"), recipe=flaky).study
+    assert flaky.calls == [0, 1, 2]
     states = [t.state for t in study.trials]
     assert states.count(TrialState.FAIL) == 1 and len(states) == 3
     failed = study.trials[1]
     assert failed.user_attrs["fail_reason"] == "RuntimeError: boom"
-    saved = json.loads((results.trial_dir(Path(tmp_path) / "pricer", 1) / "metrics.json").read_text())
+    saved = json.loads((trialdir.trial_dir(Path(tmp_path) / "pricer", 1) / "metrics.json").read_text())
     assert saved["state"] == "FAIL" and "boom" in saved["fail_reason"]
 
 

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import results
+from harness import trialdir
 from harness.cli import main
 from harness.runner import run_sweep
 
@@ -26,7 +26,7 @@ def test_pricer_sweep_can_minimise_mae_and_records_before_after(tiny, tmp_path):
     study = run_sweep(cfg, console=Console(file=out, width=200)).study
     assert study.direction.name == "MINIMIZE" and study.user_attrs["metric"] == "mae"
     (trial,) = study.get_trials(states=(TrialState.COMPLETE,))
-    folder = results.trial_dir(cfg.study_dir, trial.number)
+    folder = trialdir.trial_dir(cfg.study_dir, trial.number)
     saved = json.loads((folder / "metrics.json").read_text())
 
     # The objective is mae as measured at the best eval (generation at every eval), and the final
@@ -44,12 +44,12 @@ def test_pricer_sweep_can_minimise_mae_and_records_before_after(tiny, tmp_path):
     assert 0 <= metrics["hit_rate"] <= 1 and 0 <= metrics["unparseable_rate"] <= 1
 
     # Before/after: the same prompts with the adapter disabled, per row and as corpus metrics.
-    rows = results.read_generations(folder)
+    rows = trialdir.read_generations(folder)
     assert len(rows) == 8 and all("prediction_before" in r and "before_abs_error" in r for r in rows)
     before = trial.user_attrs["before_metrics"]
     assert set(PRICE_METRICS) <= set(before)
     assert saved["before_metrics"]["mae"] == pytest.approx(before["mae"])
-    copied = results.read_jsonl(cfg.study_dir / "before_after.jsonl")
+    copied = trialdir.read_jsonl(cfg.study_dir / "before_after.jsonl")
     assert [r["prediction_before"] for r in copied] == [r["prediction_before"] for r in rows]
 
     # The untrained base, measured once for the study, and the summary lines.
@@ -90,5 +90,5 @@ def test_alpaca_text_example_runs_end_to_end(tmp_path, capsys):
     assert 1.0 < m["perplexity"] < math.inf
     assert m["perplexity"] == pytest.approx(math.exp(m["eval_loss"]))
     assert not any(k in m for k in ("mae", "hit_rate"))  # a text task has no price metrics
-    rows = results.read_generations(tmp_path / "alpaca-text" / "trial-0000")
+    rows = trialdir.read_generations(tmp_path / "alpaca-text" / "trial-0000")
     assert rows and rows[0]["prompt"].startswith("### Instruction:\n") and "prediction_before" in rows[0]

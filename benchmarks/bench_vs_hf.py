@@ -155,13 +155,18 @@ def run_baseline(cfg: Any, model_path: Path, out_dir: str) -> dict[str, Any]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     data = load_splits(cfg, tokenizer=tok)
-    enc = tokenize_rows(data.train, tok, t.max_seq_length, t.completion_only_loss)
+    fit = {"truncation": t.truncation, "response_template": t.response_template}  # as fixtures fit rows
+    enc = tokenize_rows(data.train, tok, t.max_seq_length, t.completion_only_loss, **fit)
     keep = [i for i, lab in enumerate(enc["labels"]) if any(x != -100 for x in lab)]
     train = Dataset.from_dict({k: [v[i] for i in keep] for k, v in enc.items()})
     eval_rows = seeded_subset(data.validation, cfg.dataset.max_eval_rows, cfg.seed)
     evalset = Dataset.from_dict(
         tokenize_rows(
-            {c: [r[c] for r in eval_rows] for c in ("prompt", "completion")}, tok, t.max_seq_length, True
+            {c: [r[c] for r in eval_rows] for c in ("prompt", "completion")},
+            tok,
+            t.max_seq_length,
+            True,
+            **fit,
         )
     )
     bnb = BitsAndBytesConfig(

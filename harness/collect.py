@@ -41,6 +41,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.markup import escape
 
+from harness import baselines
 from harness.config import Expectation, SweepConfig
 from harness.errors import ConfigError, HarnessError
 from harness.expectations import Outcome, check
@@ -252,7 +253,7 @@ def check_study(
     expectations: Sequence[Expectation], study: Any, objective: str, smoke: bool = False
 ) -> list[Outcome]:
     """expectations.check on a study: its best trial (multi-objective: the Pareto-optimal trial best on
-    the primary metric) and every COMPLETE trial."""
+    the primary metric), every COMPLETE trial, and its task baselines."""
     from optuna.trial import TrialState
 
     from harness.study import best_trial
@@ -260,7 +261,8 @@ def check_study(
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best_t = best_trial(study)
     best = trial_metrics(best_t, objective) if best_t is not None else None
-    return check(expectations, best, [(t.number, trial_metrics(t, objective)) for t in complete], smoke)
+    trials = [(t.number, trial_metrics(t, objective)) for t in complete]
+    return check(expectations, best, trials, smoke, baselines.ladder(study.user_attrs))
 
 
 # ----------------------------------------------------------------------------------------------------

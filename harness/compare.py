@@ -16,7 +16,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from harness import plots, trialdir
+from harness import comparison, plots, trialdir
 from harness import study as st
 from harness.errors import HarnessError
 from harness.plots import Section
@@ -56,6 +56,20 @@ def compare_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
     return frame.astype({"best_trial": "Int64", "best_step": "Int64", "best_value": "float64"})
 
 
+def baselines_by_study(datas: Sequence[StudyData]) -> pd.DataFrame:
+    """Each study's task baselines and its best trial (comparison.baselines_frame), a `study` column
+    first; empty when no study stored baselines."""
+    frames = [
+        comparison.baselines_frame(d.task, d.metric, d.study.user_attrs, d.best()).assign(study=d.name)
+        for d in datas
+    ]
+    frames = [f for f in frames if len(f.columns) > 1]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["study", *[c for c in frame.columns if c != "study"]]]
+
+
 def distribution_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
     """The objective over complete trials, per study: count, mean, std, min, quartiles, max."""
     stats = []
@@ -80,6 +94,9 @@ def compare_markdown(datas: Sequence[StudyData]) -> str:
         lines += ["_The studies optimise different metrics; their values are not directly comparable._", ""]
     lines += ["## Best per study", "", md_table(compare_frame(datas)), ""]
     lines += ["## Metric distribution (complete trials)", "", md_table(distribution_frame(datas)), ""]
+    ladder = baselines_by_study(datas)
+    if not ladder.empty:
+        lines += ["## Baselines (each study's, beside its best trial)", "", md_table(ladder), ""]
     lines += ["Plots: report.html (opens offline).", ""]
     return "\n".join(lines)
 
@@ -113,6 +130,9 @@ def compare_html(datas: Sequence[StudyData]) -> str:
         ),
         plots.plot_section("best-learning-curves", "Learning curves of each study's best trial", best_curves),
     ]
+    ladder = baselines_by_study(datas)
+    if not ladder.empty:
+        sections.insert(2, Section("baselines", "Baselines beside each best trial", plots.table_html(ladder)))
     summary = (
         plots.note("The studies optimise different metrics.") if len({d.metric for d in datas}) > 1 else ""
     )

@@ -6,38 +6,40 @@ Two records, both cheap next to training:
 - per trial (recipe.compare_with_base, `evaluation.compare_base`): `prediction_before` next to
   `prediction` in generations.jsonl and the base's corpus scores in metrics.json `before_metrics`.
 At the end of `sweep run`, the best trial's rows are copied to results/<study>/before_after.jsonl and
-`summary_lines` prints what changed.
+`summary_lines` prints what changed, then sets the best trial beside the task baselines (harness.baselines:
+constant answers, a bag-of-words model, the untrained base) and warns when it does not beat the simplest.
+`baselines_frame` is the same comparison as a table (report.md/html, `sweep compare`).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 
-from harness import trialdir
+from harness import baselines, trialdir
+from harness.baselines import finite
 from harness.config import LOSS_METRICS, SweepConfig
 
 # The numbers a user of each task looks at first.
 HEADLINE = {"pricer": ("mae", "hit_rate"), "text": ("rougeL", "exact_match")}
 ROW_FIELDS = ("prompt", "reference", "prediction_before", "prediction")
-
-
-def finite(metrics: dict[str, Any] | None) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in (metrics or {}).items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    }
+# Columns of the baselines table, after the objective when it is a generation metric.
+TABLE = {"pricer": ("mae", "rmsle", "hit_rate", "r2"), "text": ("rougeL", "bleu", "exact_match")}
 
 
 def headline(cfg: SweepConfig) -> list[str]:
     """Generation metrics to compare: the objectives' own, then the task's headline ones (at most 3)."""
-    names = [m.name for m in cfg.objectives if m.name not in LOSS_METRICS]
-    names += [n for n in HEADLINE.get(cfg.task, ()) if n not in names]
-    return names[:3]
+    return metric_names(cfg.task, [m.name for m in cfg.objectives], HEADLINE)[:3]
+
+
+def metric_names(task: str, objectives: list[str], columns: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The objectives that are generation metrics, then the task's `columns` not already named."""
+    names = [n for n in objectives if n not in LOSS_METRICS]
+    return names + [n for n in columns.get(task, ()) if n not in names]
 
 
 def write_before_after(cfg: SweepConfig, trial: optuna.trial.FrozenTrial) -> tuple[Path, int] | None:
@@ -58,8 +60,9 @@ def _scores(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> list[str]:
-    """At most 3 lines: eval_loss untrained -> best; the best trial's headline metrics base -> tuned;
-    where the per-prompt comparison is."""
+    """eval_loss untrained -> best; the best trial's headline metrics base -> tuned; each headline metric
+    of the best trial beside the task baselines, and a warning when it does not beat the simplest; where
+    the per-prompt comparison is."""
     lines: list[str] = []
     baseline = finite(study.user_attrs.get("baseline_metrics"))
     if best is None:
@@ -75,8 +78,84 @@ def summary_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.Froz
     pairs = [f"{n} {before[n]:.4g} -> {tuned[n]:.4g}" for n in headline(cfg) if n in before and n in tuned]
     if pairs:
         lines.append(f"best trial {best.number}: {', '.join(pairs)} (base -> tuned)")
+    lines += baseline_lines(cfg, study, best)
     written = write_before_after(cfg, best)
     if written:
         path, n = written
         lines.append(f"before/after on {n} prompts: {path}")
     return lines
+
+
+def baseline_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.FrozenTrial) -> list[str]:
+    """`best trial 5: mae 54.84 | baselines: mean 67.16, median 58.31, bag_of_words 14.44, ...` per
+    headline metric, then the warning of baselines.verdict when there is one."""
+    rungs = baselines.ladder(study.user_attrs)
+    tuned = finite(best.user_attrs.get("metrics"))
+    lines = []
+    for name in headline(cfg):
+        shown = [f"{b} {m[name]:.4g}" for b, m in rungs.items() if name in m]
+        if name in tuned and shown:
+            lines.append(
+                f"best trial {best.number}: {name} {tuned[name]:.4g} | baselines: {', '.join(shown)}"
+            )
+    warning = baselines.verdict(cfg.task, cfg.metric.name, best.number, tuned, rungs)
+    return lines + ([warning] if warning else [])
+
+
+def baselines_frame(
+    task: str, objective: str, user_attrs: dict[str, Any], best: optuna.trial.FrozenTrial | None
+) -> pd.DataFrame:
+    """The ladder as a table: one row per baseline (what it predicts, its metrics), then the best trial.
+    Empty when the study stored no baselines."""
+    rungs = baselines.ladder(user_attrs)
+    if not rungs:
+        return pd.DataFrame()
+    tuned = finite(best.user_attrs.get("metrics")) if best is not None else {}
+    metrics = [
+        m for m in metric_names(task, [objective], TABLE) if m in tuned or any(m in r for r in rungs.values())
+    ]
+    rows: list[dict[str, Any]] = [
+        {"model": name, "what": baselines.about(task, name), **{m: r.get(m) for m in metrics}}
+        for name, r in rungs.items()
+    ]
+    if best is not None:
+        rows.append(
+            {
+                "model": f"best trial {best.number}",
+                "what": "the fine-tune",
+                **{m: tuned.get(m) for m in metrics},
+            }
+        )
+    return pd.DataFrame(rows).astype({m: "float64" for m in metrics})
+
+
+def baselines_report(
+    task: str, objective: str, user_attrs: dict[str, Any], best: optuna.trial.FrozenTrial | None
+) -> tuple[pd.DataFrame, str | None]:
+    """A stored study's baselines table (baselines_frame) and baselines.verdict's warning, if any."""
+    table = baselines_frame(task, objective, user_attrs, best)
+    if best is None:
+        return table, None
+    tuned = finite(best.user_attrs.get("metrics"))
+    return table, baselines.verdict(task, objective, best.number, tuned, baselines.ladder(user_attrs))
+
+
+def metric_references(metric: str, user_attrs: dict[str, Any]) -> dict[str, float]:
+    """Each baseline's value of `metric`: reference lines in the plots of that metric."""
+    return {name: m[metric] for name, m in baselines.ladder(user_attrs).items() if metric in m}
+
+
+def price_references(study_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Each baseline's (true, predicted) prices, from baselines.jsonl: the predicted-vs-true scatter."""
+    from harness.prices import parse_price
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for row in baselines.read_rows(study_dir):
+        true = row.get("price_true")
+        if not isinstance(true, (int, float)):
+            continue
+        for name, answer in row.items():
+            pred = parse_price(str(answer)) if name not in baselines.ROW_FIELDS else None
+            if pred is not None:
+                out.setdefault(name, []).append((float(true), pred))
+    return out

@@ -111,10 +111,18 @@ class DatasetConfig(Strict):
     """Chat datasets: the column with a list of {role, content}; the last assistant turn is the completion."""
 
 
+Truncation = Literal["keep_answer", "right", "drop"]
+
+
 class TrainingConfig(Strict):
     """Fixed training settings. Any of the tunable ones can be sampled instead by the search space."""
 
     max_seq_length: int = Field(128, gt=8)
+    truncation: Truncation = "keep_answer"
+    """Rows longer than max_seq_length. `keep_answer`: shorten the prompt's body (BOS, the prompt's last
+    line, e.g. `Price is $`, and the response_template stay) so the whole completion and EOS fit; `right`:
+    cut from the right, as trl does (the answer loses its end); `drop`: leave the row out. In every mode a
+    row whose completion alone does not fit is left out. One rule for training, eval loss and generation."""
     target_modules: str | list[str] = "all-linear"
     r: int = Field(8, gt=0)
     lora_alpha: float | None = Field(None, gt=0)
@@ -162,6 +170,7 @@ Distribution = Literal[
 # Tunable names are TrainingConfig fields, plus the "alpha = k * r" form.
 NOT_TUNABLE = {
     "max_seq_length",
+    "truncation",
     "target_modules",
     "completion_only_loss",
     "response_template",
@@ -253,6 +262,8 @@ Scope = Literal["best", "all"]
 class Condition:
     op: str
     threshold: float
+    baseline: str | None = None
+    """`< baseline.median`: the threshold is that task baseline's value, set when checking (expectations)."""
 
     def holds(self, value: float) -> bool:
         t = self.threshold
@@ -263,7 +274,7 @@ class Condition:
         return {"<": value < t, "<=": value <= t, ">": value > t, ">=": value >= t}[self.op]
 
     def __str__(self) -> str:
-        return f"{self.op} {self.threshold:.6g}"
+        return f"{self.op} baseline.{self.baseline}" if self.baseline else f"{self.op} {self.threshold:.6g}"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 import string
 from collections import Counter
@@ -437,6 +438,20 @@ def _subset(rows: list[Row], n: int) -> list[Row]:
     """The n rows with the lowest hash position, in their original order: stable and nested in n."""
     chosen = sorted(range(len(rows)), key=lambda i: (_position(rows[i]), i))[:n]
     return [rows[i] for i in sorted(chosen)]
+
+
+def seeded_subset(ds: Any, n: int, seed: int) -> list[Row]:
+    """A fixed, seeded subset of a split, as rows: the same rows for every trial, so trials are compared
+    on equal terms (fixtures: the eval-loss and generation subsets)."""
+    idx = list(range(len(ds)))
+    random.Random(seed).shuffle(idx)
+    return [ds[i] for i in sorted(idx[:n])]
+
+
+def generation_subset(validation: Any, cfg: SweepConfig) -> list[Row]:
+    """The validation rows generation metrics are measured on (`evaluation.samples` of them, before the
+    truncation rule's fit filter); harness.baselines scores the task baselines on the same rows."""
+    return seeded_subset(validation, cfg.evaluation.samples, cfg.seed + 1)
 
 
 def _to_dataset(rows: list[Row], with_price: bool) -> Dataset:

@@ -11,41 +11,54 @@ What the numbers mean (documented here once, reported under the names in config.
   papers and sacrebleu itself report).
 - exact_match: share of rows whose prediction equals the reference after stripping surrounding whitespace.
 - pricer adds harness.prices.price_metrics (unparseable answers count as a $0 prediction there).
+The text and price metrics are computed in harness.scoring (torch-free), re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import re
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from numbers import Real
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import sacrebleu
 import torch
 import torch.nn.functional as F
-from rouge_score import rouge_scorer
 
-from harness import prices
-from harness.errors import ConfigError, DataError, closest
+from harness.errors import DataError
+
+# The metrics on generated text live in harness.scoring (no torch: task baselines use them too); these
+# names stay importable from here for the recipe and existing callers.
+from harness.scoring import (  # noqa: F401
+    ROUGE_KEYS,
+    CustomMetricError,
+    load_custom_metric,
+    score_generations,
+    text_metrics,
+)
 from harness.tokenize import IGNORE_INDEX, encode_batch, encode_prompts
 
-ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+if TYPE_CHECKING:
+    from harness.config import Truncation
 
 # ----------------------------------------------------------------------------------------------------
 # Loss and perplexity
 
 
 def eval_batches(
-    rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int, batch_size: int
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    max_length: int,
+    batch_size: int,
+    *,
+    truncation: Truncation = "keep_answer",
+    response_template: str | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Tokenized, right-padded validation batches with labels only on completion tokens (+ EOS).
 
     Tokenized by harness.tokenize.encode_batch, the function that builds the training set, so eval_loss
     scores exactly the tokens the trainer trains on, after exactly the prompt ids generation is fed.
-    Sequences are cut to `max_length` from the right, like the training rows. Rows are sorted by length
+    Rows longer than `max_length` are fitted by `truncation`, like the training rows; a row left without
+    a completion token is left out, as it is of training and generation. Rows are sorted by length
     before batching so little compute goes to padding; the order does not matter because token_nll
     returns a sum.
     """
@@ -59,12 +72,20 @@ def eval_batches(
         except KeyError as e:
             raise DataError(f"validation row {i} has no {e.args[0]!r} column") from None
     prompts, completions = [p for p, _ in pairs], [c for _, c in pairs]
-    encoded = encode_batch(prompts, completions, tokenizer, max_length, completion_only=True)
-    examples = [(e.input_ids, e.labels) for e in encoded]
-    if encoded and not any(e.has_completion for e in encoded):
+    encoded = encode_batch(
+        prompts,
+        completions,
+        tokenizer,
+        max_length,
+        completion_only=True,
+        truncation=truncation,
+        response_template=response_template,
+    )
+    examples = [(e.input_ids, e.labels) for e in encoded if e.has_completion]
+    if encoded and not examples:
         raise DataError(
-            f"no completion token fits in max_length={max_length} for any validation row: "
-            "the prompts are too long; raise training.max_seq_length or shorten the template"
+            f"no completion token fits in max_length={max_length} (truncation: {truncation}) for any "
+            "validation row; raise training.max_seq_length or shorten the template"
         )
 
     examples.sort(key=lambda e: len(e[0]), reverse=True)
@@ -134,13 +155,14 @@ def loss_metrics(sum_nll: float, n_tokens: int) -> dict[str, float]:
 def generate(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[list[int]],
     max_new_tokens: int,
     batch_size: int,
     stop_at_newline: bool = True,
 ) -> list[str]:
     """Greedy completions of `prompts`, in order: only the new text, cut at the first newline if asked,
-    and stripped.
+    and stripped. A prompt is token ids (tokenize.Encoded.prompt_ids: what training put before the
+    completion, shortened by the truncation rule) or text (tokenized whole, with BOS).
 
     Batched with LEFT padding (so every row's last prompt token sits at the same position and the new
     tokens line up) and the KV cache. Padding is done here by hand, so the tokenizer is never mutated
@@ -167,7 +189,10 @@ def generate(
         eos_token_id=sorted(stop_ids) or None,
     )
 
-    encoded = encode_prompts(tokenizer, prompts)  # the very prompt ids training and eval_batches put first
+    if isinstance(prompts[0], str):  # tokenized whole: the prompt ids training and eval put first
+        encoded = encode_prompts(tokenizer, [str(p) for p in prompts])
+    else:
+        encoded = [[int(t) for t in p] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     device = _device(model)
     results: list[str] = [""] * len(prompts)
@@ -252,183 +277,3 @@ def _device(model: Any) -> torch.device:
     if isinstance(device, torch.device):
         return device
     return next(model.parameters()).device
-
-
-# ----------------------------------------------------------------------------------------------------
-# Metrics on generated text
-
-_SCORER: rouge_scorer.RougeScorer | None = None
-
-
-def _rouge_rows(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
-    global _SCORER
-    if _SCORER is None:  # built lazily: the Porter stemmer setup is not free and most imports never score
-        _SCORER = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    rows = []
-    for pred, ref in zip(predictions, references, strict=True):
-        scores = _SCORER.score(ref, pred)  # rouge-score's order is (target, prediction)
-        rows.append({k: scores[k].fmeasure for k in ROUGE_KEYS})
-    return rows
-
-
-def _check_lengths(predictions: Sequence[str], references: Sequence[str]) -> None:
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    if not predictions:
-        raise ValueError("no predictions to score")
-
-
-def _text_metrics(
-    predictions: Sequence[str], references: Sequence[str], rouge: list[dict[str, float]]
-) -> dict[str, float]:
-    n = len(predictions)
-    out = {k: sum(r[k] for r in rouge) / n for k in ROUGE_KEYS}
-    out["bleu"] = float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
-    out["exact_match"] = sum(p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)) / n
-    return out
-
-
-def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """rouge1, rouge2, rougeL, rougeLsum (fractions), bleu (0-100), exact_match (fraction)."""
-    _check_lengths(predictions, references)
-    return _text_metrics(predictions, references, _rouge_rows(predictions, references))
-
-
-def score_generations(
-    task: str,
-    predictions: Sequence[str],
-    references: Sequence[str],
-    rows: Sequence[Mapping[str, Any]] | None,
-    custom: Sequence[str] = (),
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Corpus metrics for `task` and one dict of scores per row (for generations.jsonl).
-
-    Per row: exact_match (0/1) and rougeL always; pricer adds price_pred (None when unparseable),
-    price_true, abs_error (with an unparseable answer taken as $0, as in the corpus metrics) and band.
-    The true price is the row's `price` column when present, else the price parsed from the reference.
-    Custom metrics (`module:function` specs) are called with (predictions, references, rows) and their
-    returned names are added to the corpus metrics; they may not reuse a built-in name.
-    """
-    if task not in ("text", "pricer"):
-        raise ValueError(f"unknown task {task!r}; expected 'text' or 'pricer'")
-    _check_lengths(predictions, references)
-    rows = list(rows) if rows is not None else [{} for _ in predictions]
-    if len(rows) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(rows)} rows")
-
-    rouge = _rouge_rows(predictions, references)
-    metrics = _text_metrics(predictions, references, rouge)
-    per_row: list[dict[str, Any]] = [
-        {"exact_match": float(p.strip() == r.strip()), "rougeL": rg["rougeL"]}
-        for p, r, rg in zip(predictions, references, rouge, strict=True)
-    ]
-
-    if task == "pricer":
-        pred_prices = [prices.parse_price(p) for p in predictions]
-        true_prices = [
-            _true_price(i, row, ref) for i, (row, ref) in enumerate(zip(rows, references, strict=True))
-        ]
-        metrics.update(prices.price_metrics(pred_prices, true_prices))
-        for out, p, t in zip(per_row, pred_prices, true_prices, strict=True):
-            out.update(
-                price_pred=p,
-                price_true=t,
-                abs_error=abs((0.0 if p is None else p) - t),
-                band=prices.band(p, t),
-            )
-
-    for spec in custom:
-        metrics.update(_run_custom(spec, predictions, references, rows, taken=set(metrics)))
-    return metrics, per_row
-
-
-def _true_price(i: int, row: Mapping[str, Any], reference: str) -> float:
-    value = row.get("price")
-    if value is not None:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise DataError(f"row {i}: price {value!r} is not a number") from None
-    parsed = prices.parse_price(reference)
-    if parsed is None:
-        raise DataError(f"row {i}: no `price` column and no price in the reference {reference!r}")
-    return parsed
-
-
-# ----------------------------------------------------------------------------------------------------
-# Custom metrics
-
-_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-
-class CustomMetricError(RuntimeError):
-    """A custom metric raised or returned something unusable. Not a HarnessError on purpose: it is a bug
-    in the user's code, so the trial fails with the full traceback (chained as __cause__)."""
-
-
-def load_custom_metric(spec: str) -> Callable[..., Mapping[str, float]]:
-    """Import `package.module:function`; any problem is a ConfigError that says what to fix."""
-    if not isinstance(spec, str) or not _SPEC.match(spec.strip()):
-        raise ConfigError(
-            f"custom metric {spec!r} is not of the form package.module:function "
-            "(for example mymetrics:length_ratio)"
-        )
-    module_name, _, attr_path = spec.strip().partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise ConfigError(
-                f"custom metric {spec!r}: module {module_name!r} not found "
-                "(is it installed, or its folder on PYTHONPATH? e.g. PYTHONPATH=. sweep run ...)"
-            ) from e
-        raise ConfigError(f"custom metric {spec!r}: importing {module_name!r} failed: {e}") from e
-    except Exception as e:  # the user's module itself is broken (SyntaxError, error at import time, ...)
-        raise ConfigError(
-            f"custom metric {spec!r}: importing {module_name!r} failed: {type(e).__name__}: {e}"
-        ) from e
-
-    obj: Any = module
-    for part in attr_path.split("."):
-        if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            hint = closest(part, names)
-            raise ConfigError(
-                f"custom metric {spec!r}: {module_name!r} has no attribute {part!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"custom metric {spec!r} is a {type(obj).__name__}, not a function")
-    return obj
-
-
-def _run_custom(
-    spec: str,
-    predictions: Sequence[str],
-    references: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
-    taken: set[str],
-) -> dict[str, float]:
-    fn = load_custom_metric(spec)
-    try:
-        # Copies: a metric that mutates its inputs must not change what later metrics or the report see.
-        result = fn(list(predictions), list(references), [dict(r) for r in rows])
-    except Exception as e:
-        raise CustomMetricError(f"custom metric {spec} raised {type(e).__name__}: {e}") from e
-    if not isinstance(result, Mapping):
-        raise CustomMetricError(
-            f"custom metric {spec} returned {type(result).__name__}; expected a dict of name -> number"
-        )
-    out: dict[str, float] = {}
-    for name, value in result.items():
-        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, Real):
-            raise CustomMetricError(
-                f"custom metric {spec} returned {name!r}: {value!r}; expected str names and numeric values"
-            )
-        if name in taken:
-            raise CustomMetricError(
-                f"custom metric {spec} returned {name!r}, which is already a metric; pick another name"
-            )
-        out[name] = float(value)
-    return out

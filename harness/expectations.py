@@ -6,6 +6,7 @@ Syntax (each key is a metric the task reports, see `harness.config.TASK_METRICS`
       eval_loss: "< 2.5"            # operators: <  <=  >  >=  ==  !=   (== / != compare with 1e-9 tolerance)
       hit_rate: ">= 0.3"
       perplexity: {max: 12}         # inclusive bounds: {min: x}, {max: x}, or both
+      mae: "< baseline.median"      # beat a task baseline (harness.baselines); also {max: baseline.mean}
       mae: {max: 40, scope: all}    # per-expectation scope (see below)
       scope: best                   # reserved: default scope of this block (best | all)
       smoke: true                   # reserved: check thresholds in smoke runs too (default true)
@@ -20,8 +21,14 @@ Smoke runs (`sweep run --smoke`, `pytest sweeps/`) train for a few steps only, s
 for a full run usually fail there. `smoke: false` keeps them meaningful: in smoke runs each expectation
 then only checks that its metric was measured (a finite number), which still catches a broken pipeline.
 
-Outcomes: PASS or FAIL with the measured value. A metric the trial did not report is FAIL "not measured";
-a study without any complete trial fails every expectation ("no complete trial").
+Baselines: `baseline.NAME` in place of a number compares with that task baseline's value of the same
+metric, as stored in the study (`task_baselines`, and `untrained_base` from `baseline_metrics`). Names are
+checked at load against the task's baselines (`harness.baselines.names`; any name is accepted when the
+sweep has custom metrics, whose modules may register more); a baseline the study did not measure is FAIL.
+
+Outcomes: PASS or FAIL with the measured value (and the baseline's, when one is named). A metric the
+trial did not report is FAIL "not measured"; a study without any complete trial fails every expectation
+("no complete trial").
 
 Malformed blocks (unknown operator, a threshold that is not a number, a metric the task never reports)
 are user errors: `parse_expectations` raises one `ConfigError` listing every problem, and
@@ -34,9 +41,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from harness import baselines as bl
 from harness.config import TASK_METRICS, Condition, Expectation, Scope
 from harness.errors import ConfigError, closest
 
@@ -49,6 +57,7 @@ BOUND_KEYS = {"min": ">=", "max": "<="}
 # Longest operators first, so "<=" is not read as "<" followed by "=2.5".
 _CONDITION = re.compile(r"^\s*(<=|>=|==|!=|=<|=>|<|>|=)\s*(.*?)\s*$")
 _TYPOS = {"=<": "<=", "=>": ">=", "=": "=="}
+_BASELINE = re.compile(r"^baseline\.(\w+)$")
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,16 @@ def parse_expectations(
         except ValueError as e:
             problems.append(f"{metric}: {e}")
             continue
+        valid = bl.names(task)
+        unknown = [c.baseline for c in conditions if c.baseline and c.baseline not in valid]
+        if unknown and not custom_metrics:
+            hint = closest(unknown[0], valid)
+            problems.append(
+                f"{metric}: {unknown[0]!r} is not a baseline of task {task!r}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; choose from: {', '.join('baseline.' + n for n in valid)}"
+            )
+            continue
         out.append(Expectation(metric, conditions, scope, in_smoke))
     if len(problems) == 1:
         raise ConfigError(problems[0])
@@ -127,11 +146,11 @@ def _parse_condition(spec: Any, default_scope: Scope) -> tuple[tuple[Condition, 
                 + (f" (did you mean {hint!r}?)" if hint else "")
                 + "; a mapping takes min:, max: and scope:"
             )
-        conditions = tuple(Condition(op, _number(spec[k], k)) for k, op in BOUND_KEYS.items() if k in spec)
+        conditions = tuple(_bound(op, spec[k], k) for k, op in BOUND_KEYS.items() if k in spec)
         if not conditions:
             raise ValueError("give min:, max:, or both (e.g. {max: 12})")
         lo, hi = spec.get("min"), spec.get("max")
-        if lo is not None and hi is not None and lo > hi:
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
             raise ValueError(f"min {lo} is above max {hi}: no value can pass")
         scope = spec.get("scope", default_scope)
         if scope not in SCOPES:
@@ -153,13 +172,21 @@ def _parse_text(text: str) -> Condition:
         raise ValueError(f"operator {op!r} in {text!r}: did you mean {_TYPOS[op]!r}?")
     if re.match(r"^[<>=!]", value):
         raise ValueError(f"{text!r}: unknown operator; use one of {' '.join(OPERATORS)}")
+    if m := _BASELINE.match(value):
+        return Condition(op, math.nan, m.group(1))
     try:
         threshold = float(value)
     except ValueError:
-        raise ValueError(f"{value!r} in {text!r} is not a number") from None
+        raise ValueError(f"{value!r} in {text!r} is not a number (nor baseline.NAME)") from None
     if math.isnan(threshold):
         raise ValueError(f"{text!r}: nan is not a threshold")
     return Condition(op, threshold)
+
+
+def _bound(op: str, value: Any, key: str) -> Condition:
+    if isinstance(value, str) and (m := _BASELINE.match(value.strip())):
+        return Condition(op, math.nan, m.group(1))
+    return Condition(op, _number(value, key))
 
 
 def _number(value: Any, key: str) -> float:
@@ -177,11 +204,13 @@ def check(
     best: Mapping[str, float] | None,
     trials: Iterable[tuple[int, Mapping[str, float]]] = (),
     smoke: bool = False,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Outcome]:
     """`best`: the best trial's metrics (None when no trial completed); `trials`: (number, metrics) of
-    every complete trial, for `scope: all`. Pure: the study side is adapted by `collect.check_study`."""
+    every complete trial, for `scope: all`; `baselines`: name -> metrics (harness.baselines.ladder) for
+    `baseline.NAME` thresholds. Pure: the study side is adapted by `collect.check_study`."""
     trials = list(trials)
-    return [_check_one(e, best, trials, smoke) for e in expectations]
+    return [_check_one(e, best, trials, smoke, baselines or {}) for e in expectations]
 
 
 def _check_one(
@@ -189,9 +218,15 @@ def _check_one(
     best: Mapping[str, float] | None,
     trials: list[tuple[int, Mapping[str, float]]],
     smoke: bool,
+    baselines: Mapping[str, Mapping[str, float]],
 ) -> Outcome:
     only_measured = smoke and not e.in_smoke
-    holds = (lambda v: math.isfinite(v)) if only_measured else e.holds
+    resolved, refs = e, ""
+    if not only_measured and any(c.baseline for c in e.conditions):
+        resolved, refs, missing = _resolve(e, baselines)
+        if missing:
+            return Outcome(e, False, None, missing)
+    holds = (lambda v: math.isfinite(v)) if only_measured else resolved.holds
     note = "; threshold not checked in smoke runs" if only_measured else ""
     if e.scope == "best":
         if best is None:
@@ -199,7 +234,7 @@ def _check_one(
         value = best.get(e.metric)
         if value is None or not math.isfinite(value):
             return Outcome(e, False, value, "not measured")
-        return Outcome(e, holds(value), value, f"measured {_fmt(value)}{note}")
+        return Outcome(e, holds(value), value, f"measured {_fmt(value)}{refs}{note}")
     if not trials:
         return Outcome(e, False, None, "no complete trial")
     values: list[float] = []
@@ -208,11 +243,30 @@ def _check_one(
         if value is None or not math.isfinite(value):
             return Outcome(e, False, value, f"not measured in trial {number}")
         if not holds(value):
-            return Outcome(e, False, value, f"trial {number}: {_fmt(value)}")
+            return Outcome(e, False, value, f"trial {number}: {_fmt(value)}{refs}")
         values.append(value)
     lo, hi = min(values), max(values)
     span = _fmt(lo) if lo == hi else f"{_fmt(lo)}..{_fmt(hi)}"
-    return Outcome(e, True, None, f"{len(values)} trial{'s' if len(values) > 1 else ''}: {span}{note}")
+    return Outcome(e, True, None, f"{len(values)} trial{'s' if len(values) > 1 else ''}: {span}{refs}{note}")
+
+
+def _resolve(
+    e: Expectation, baselines: Mapping[str, Mapping[str, float]]
+) -> tuple[Expectation, str, str | None]:
+    """`e` with each `baseline.NAME` threshold set to that baseline's value of the metric, the values in
+    words (', baseline.median 58.3'), and why it cannot be checked (None when it can)."""
+    conditions, shown = [], ""
+    for c in e.conditions:
+        if c.baseline is None:
+            conditions.append(c)
+            continue
+        value = (baselines.get(c.baseline) or {}).get(e.metric)
+        if value is None or not math.isfinite(value):
+            have = ", ".join(baselines) or "none"
+            return e, "", f"baseline.{c.baseline} has no {e.metric} in this study (baselines: {have})"
+        conditions.append(replace(c, threshold=float(value)))
+        shown += f", baseline.{c.baseline} {_fmt(value)}"
+    return replace(e, conditions=tuple(conditions)), shown, None
 
 
 def _fmt(v: float) -> str:

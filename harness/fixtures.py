@@ -13,7 +13,6 @@ Reloading and re-quantizing the base for each trial is what makes `Trainer.hyper
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from harness.config import ModelConfig, SweepConfig, TrainingConfig
+from harness import lengths
+from harness.config import ModelConfig, SweepConfig, TrainingConfig, Truncation
 from harness.errors import ConfigError
-from harness.tokenize import encode_batch
+from harness.tokenize import Encoded, encode_batch
 
 T = TypeVar("T")
 
@@ -183,11 +183,45 @@ def splits(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> Any:
     return load_splits(sweep, tokenizer=tok)
 
 
-def tokenize_rows(rows: Any, tok: Any, max_length: int, completion_only: bool) -> dict[str, list[list[int]]]:
+def tokenize_rows(
+    rows: Any,
+    tok: Any,
+    max_length: int,
+    completion_only: bool,
+    *,
+    truncation: Truncation = "keep_answer",
+    response_template: str | None = None,
+) -> dict[str, list[list[int]]]:
     """prompt + completion + eos -> input_ids, labels (-100 on the prompt when completion_only), by
-    harness.tokenize: the same tokens eval_batches scores and generation continues from."""
-    encoded = encode_batch(list(rows["prompt"]), list(rows["completion"]), tok, max_length, completion_only)
+    harness.tokenize: the same tokens eval_batches scores and generation continues from. One entry per
+    row; a dropped row's are empty (or, under `right`, hold no completion token)."""
+    encoded = encode_batch(
+        list(rows["prompt"]),
+        list(rows["completion"]),
+        tok,
+        max_length,
+        completion_only,
+        truncation=truncation,
+        response_template=response_template,
+    )
     return {"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]}
+
+
+def encode_rows(rows: Any, tok: Any, training: TrainingConfig, completion_only: bool = True) -> list[Encoded]:
+    """A split's rows (a Dataset or a list of dicts) through harness.tokenize with the sweep's
+    max_seq_length, truncation and response_template."""
+    prompts, completions = (
+        [r[c] for r in rows] if isinstance(rows, list) else list(rows[c]) for c in ("prompt", "completion")
+    )
+    return encode_batch(
+        prompts,
+        completions,
+        tok,
+        training.max_seq_length,
+        completion_only,
+        truncation=training.truncation,
+        response_template=training.response_template,
+    )
 
 
 @dataclass(frozen=True)
@@ -198,26 +232,34 @@ class Fixtures:
     tokenizer: Any
     train: Any  # datasets.Dataset with input_ids, labels (ready for the Trainer, no re-tokenizing)
     eval_batches: list[dict[str, torch.Tensor]]  # fixed validation subset for loss/perplexity
-    generation_rows: list[dict[str, Any]]  # fixed validation subset for generation metrics
+    generation_rows: list[dict[str, Any]]  # fixed validation subset for generation metrics (rows that fit)
     test_rows: list[dict[str, Any]]
     device: str
+    lengths: dict[str, dict[str, Any]]  # per split: how the rows fit max_seq_length (harness.lengths)
 
 
 @session_fixture
-def _tokenized_train(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> Any:
+def _tokenized(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> tuple[Any, dict[str, Any]]:
+    """The training set, and how the rows of every split fit max_seq_length: one pass of the rule."""
     from datasets import Dataset
 
+    t = sweep.training
     data = splits(_data_key(sweep), sweep, tok)
-    enc = tokenize_rows(data.train, tok, sweep.training.max_seq_length, sweep.training.completion_only_loss)
-    keep = [i for i, lab in enumerate(enc["labels"]) if any(t != -100 for t in lab)]
-    if not keep:
+    encoded = {
+        name: encode_rows(ds, tok, t, completion_only=t.completion_only_loss if name == "train" else True)
+        for name, ds in data.as_dict().items()
+    }
+    report = {name: lengths.summary(enc, t.max_seq_length, t.truncation) for name, enc in encoded.items()}
+    train = [e for e in encoded["train"] if e.has_completion]
+    if not train:
         from harness.errors import DataError
 
         raise DataError(
             f"{sweep.dataset.source}: no training row has completion tokens within "
-            f"max_seq_length={sweep.training.max_seq_length}; raise training.max_seq_length"
+            f"max_seq_length={t.max_seq_length} (truncation: {t.truncation}); raise training.max_seq_length"
         )
-    return Dataset.from_dict({k: [v[i] for i in keep] for k, v in enc.items()})
+    columns = {"input_ids": [e.input_ids for e in train], "labels": [e.labels for e in train]}
+    return Dataset.from_dict(columns), report
 
 
 @session_fixture
@@ -226,14 +268,27 @@ def _eval_batches(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> li
 
     data = splits(_data_key(sweep), sweep, tok)
     rows = _subset(data.validation, sweep.dataset.max_eval_rows, sweep.seed)
-    return eval_batches(rows, tok, sweep.training.max_seq_length, batch_size=32)
+    t = sweep.training
+    return eval_batches(
+        rows,
+        tok,
+        t.max_seq_length,
+        batch_size=32,
+        truncation=t.truncation,
+        response_template=t.response_template,
+    )
+
+
+def _fitting(rows: list[dict[str, Any]], tok: Any, training: TrainingConfig) -> list[dict[str, Any]]:
+    """The rows the truncation rule keeps: generation is measured on the rows training and eval use."""
+    return [r for r, e in zip(rows, encode_rows(rows, tok, training), strict=True) if e.has_completion]
 
 
 def _subset(ds: Any, n: int, seed: int) -> list[dict[str, Any]]:
     """A fixed, seeded subset: the same rows for every trial, so trials are compared on equal terms."""
-    idx = list(range(len(ds)))
-    random.Random(seed).shuffle(idx)
-    return [ds[i] for i in sorted(idx[:n])]
+    from harness.data import seeded_subset
+
+    return seeded_subset(ds, n, seed)
 
 
 def _data_key(sweep: SweepConfig) -> dict[str, Any]:
@@ -252,6 +307,7 @@ def _tok_key(sweep: SweepConfig) -> dict[str, Any]:
         **_data_key(sweep),
         "model": sweep.model.model_dump(mode="json"),
         "max_seq_length": sweep.training.max_seq_length,
+        "truncation": sweep.training.truncation,
         "completion_only": sweep.training.completion_only_loss,
         "seed": sweep.seed,
     }
@@ -259,17 +315,27 @@ def _tok_key(sweep: SweepConfig) -> dict[str, Any]:
 
 def get(sweep: SweepConfig) -> Fixtures:
     """All session fixtures for a sweep; cheap after the first call with the same model and data."""
+    from harness.data import generation_subset
+
     path = resolve_model_path(sweep.model, sweep.source_path)
     model_key = {"model": sweep.model.model_dump(mode="json"), "path": path}
     tok = tokenizer(model_key, sweep.model, path)
     data = splits(_data_key(sweep), sweep, tok)
     gc = use_gradient_checkpointing(sweep.training)
+    train, report = _tokenized(_tok_key(sweep), sweep, tok)
+    generation_rows = generation_subset(data.validation, sweep)  # the rows task baselines use too
     return Fixtures(
         model=base_model({**model_key, "gradient_checkpointing": gc}, sweep.model, path, gc),
         tokenizer=tok,
-        train=_tokenized_train(_tok_key(sweep), sweep, tok),
+        train=train,
         eval_batches=_eval_batches(_tok_key(sweep), sweep, tok),
-        generation_rows=_subset(data.validation, sweep.evaluation.samples, sweep.seed + 1),
+        generation_rows=_fitting(generation_rows, tok, sweep.training),
         test_rows=[data.test[i] for i in range(len(data.test))],
         device=device(),
+        lengths=report,
     )
+
+
+def data_splits(sweep: SweepConfig, tok: Any) -> Any:
+    """The sweep's formatted splits (data.Splits), session-cached: the rows the trials train on."""
+    return splits(_data_key(sweep), sweep, tok)

@@ -108,8 +108,14 @@ def importance_bars(importances: dict[str, float]) -> go.Figure:
     return fig
 
 
-def price_scatter(rows: Sequence[dict[str, Any]], label: str) -> go.Figure | str:
-    """Predicted vs true price, one point per generated row; unparseable answers are counted in a note."""
+def price_scatter(
+    rows: Sequence[dict[str, Any]],
+    label: str,
+    references: dict[str, list[tuple[float, float]]] | None = None,
+) -> go.Figure | str:
+    """Predicted vs true price, one point per generated row; unparseable answers are counted in a note.
+    `references`: baseline name -> (true, predicted) points, drawn as a line where the baseline predicts
+    one constant, else as faint points."""
     points = [
         (float(r["price_true"]), float(r["price_pred"]), str(r.get("prompt", ""))[:120])
         for r in rows
@@ -118,9 +124,18 @@ def price_scatter(rows: Sequence[dict[str, Any]], label: str) -> go.Figure | str
     if not points:
         return note(f"{label}: no generations with numeric price_pred and price_true to plot")
     truth, pred, text = zip(*points, strict=True)
-    hi = max(max(truth), max(pred)) * 1.05
+    refs = references or {}
+    hi = max(max(truth), max(pred), *(max(p) for pts in refs.values() for p in pts)) * 1.05
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", name="perfect", line={"dash": "dash"}))
+    for name, pts in refs.items():
+        if len({p for _, p in pts}) == 1:  # a constant prediction: a horizontal line
+            y, dotted = pts[0][1], {"dash": "dot", "width": 1}
+            label = f"{name} baseline ({y:.4g})"
+            fig.add_trace(go.Scatter(x=[0, hi], y=[y, y], mode="lines", name=label, line=dotted))
+        else:
+            xs, ys = zip(*pts, strict=True)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", opacity=0.35, name=f"{name} baseline"))
     fig.add_trace(
         go.Scatter(
             x=truth,
@@ -134,6 +149,20 @@ def price_scatter(rows: Sequence[dict[str, Any]], label: str) -> go.Figure | str
     unparsed = sum(1 for r in rows if _is_number(r.get("price_true")) and not _is_number(r.get("price_pred")))
     subtitle = f"{len(points)} rows" + (f"; {unparsed} unparseable answer(s) not shown" if unparsed else "")
     fig.update_layout(xaxis_title=f"true price ({subtitle})", yaxis_title="predicted price")
+    return fig
+
+
+def reference_lines(fig: go.Figure | str, references: dict[str, float]) -> go.Figure | str:
+    """Dotted horizontal lines at each baseline's value, on a figure of that metric (a note stays one)."""
+    if isinstance(fig, str):
+        return fig
+    for name, value in references.items():
+        fig.add_hline(
+            y=value,
+            line={"dash": "dot", "width": 1, "color": "gray"},
+            annotation_text=f"{name} baseline {value:.4g}",
+            annotation_position="top left",
+        )
     return fig
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
+from harness import baselines, trialdir
 from harness import fixtures as fx
-from harness import trialdir
 from harness.config import LOSS_METRICS, SweepConfig
 from harness.errors import NonFiniteLoss
 from harness.spec import OnEval, TrialResult, TrialSpec
@@ -213,14 +213,22 @@ def evaluate(
 def score(
     model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Greedy batched generation on `rows`, scored for the task; per-row evidence for generations.jsonl."""
+    """Greedy batched generation on `rows`, scored for the task; per-row evidence for generations.jsonl.
+
+    The model is fed each prompt as training sees it (shortened by training.truncation), and rows the
+    rule drops are left out, so generation metrics and eval_loss are measured on the same rows."""
     from harness import evaluation as ev
 
     s = spec.sweep
+    fitted = fx.encode_rows(rows, fixtures.tokenizer, spec.training)
+    rows = [r for r, e in zip(rows, fitted, strict=True) if e.has_completion]
+    if not rows:
+        return {}, []
     prompts = [r["prompt"] for r in rows]
     refs = [r["completion"] for r in rows]
+    prompt_ids = [e.prompt_ids for e in fitted if e.has_completion]
     preds = ev.generate(
-        model, fixtures.tokenizer, prompts, s.evaluation.max_new_tokens, s.evaluation.batch_size
+        model, fixtures.tokenizer, prompt_ids, s.evaluation.max_new_tokens, s.evaluation.batch_size
     )
     metrics, per_row = ev.score_generations(s.task, preds, refs, rows, s.evaluation.custom)
     evidence = [
@@ -245,6 +253,8 @@ def compare_with_base(
         spec.sweep.task,
         e.max_new_tokens,
         tuple(e.custom),
+        spec.training.max_seq_length,  # with truncation: which prompt ids the base is fed
+        spec.training.truncation,
         tuple(r["prompt"] for r in fixtures.generation_rows),
     )
     if key not in _BASE_SCORES:  # the base answers the same in every trial: generate once per process
@@ -273,8 +283,15 @@ def test_metrics(
     """Loss and generation metrics on the held-out test split, prefixed test_."""
     from harness import evaluation as ev
 
-    s = spec.sweep
-    batches = ev.eval_batches(rows, fixtures.tokenizer, spec.training.max_seq_length, s.evaluation.batch_size)
+    s, t = spec.sweep, spec.training
+    batches = ev.eval_batches(
+        rows,
+        fixtures.tokenizer,
+        t.max_seq_length,
+        s.evaluation.batch_size,
+        truncation=t.truncation,
+        response_template=t.response_template,
+    )
     out = ev.loss_metrics(*ev.token_nll(model, batches))
     if s.evaluation.samples:
         out.update(score(model, fixtures, spec, rows)[0])
@@ -359,8 +376,8 @@ def finetune(
 
 
 class QLoRARecipe:
-    """The real recipe (spec.Recipe, spec.MeasuresBaseline): the session fixtures are bound once, and
-    every trial of every sweep in this process reuses them."""
+    """The real recipe (spec.Recipe, spec.MeasuresBaseline, spec.ReportsData, spec.MeasuresTaskBaselines):
+    the session fixtures are bound once, and every trial of every sweep in this process reuses them."""
 
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg
@@ -373,3 +390,12 @@ class QLoRARecipe:
 
     def baseline(self) -> dict[str, float]:
         return baseline_metrics(self.fixtures, TrialSpec.build(self.cfg, {}, -1, self.cfg.study_dir))
+
+    def task_baselines(self) -> baselines.Measured:
+        """harness.baselines on exactly the rows trials are scored on (and train on)."""
+        train = fx.data_splits(self.cfg, self.fixtures.tokenizer).train.to_list()
+        return baselines.measure(self.cfg, train, self.fixtures.generation_rows)
+
+    def data_report(self) -> dict[str, dict[str, Any]]:
+        """How each split's rows fit max_seq_length (harness.lengths), measured when they were tokenized."""
+        return {split: dict(figures) for split, figures in self.fixtures.lengths.items()}

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from harness import plots, trialdir
+from harness import comparison, plots, trialdir
 from harness import study as st
 from harness.errors import HarnessError
 from harness.plots import Curve, Section
@@ -30,6 +30,7 @@ from harness.studyview import StudyData, best_first, counts_by_state, counts_tex
 FORMATS = ("md", "html", "csv", "parquet")
 TOP_K = 5
 SAMPLE_ROWS = 8
+NONE = "no task baselines in this study (evaluation.samples: 0, or a study from before they existed)"
 
 
 def _primary_target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
@@ -190,6 +191,9 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
     ]
     if best is not None:
         lines += ["## Best trial", "", md_table(_params_frame(best.params)), ""]
+    table, warning = comparison.baselines_report(data.task, data.metric, data.study.user_attrs, best)
+    if not table.empty:
+        lines += ["## Baselines", "", md_table(table), "", *([f"**{warning}**", ""] if warning else [])]
     lines += ["## Parameters that mattered most", ""]
     if importances:
         lines += [md_table(pd.DataFrame(list(importances.items()), columns=["parameter", "importance"])), ""]
@@ -226,10 +230,17 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
     def optuna_plot(fn: Callable[..., Any]) -> Callable[[], Any]:
         return lambda: fn(data.study, target=target, target_name=data.metric) if complete else none_yet
 
+    table, warning = comparison.baselines_report(data.task, data.metric, data.study.user_attrs, best)
+    refs = comparison.metric_references(data.metric, data.study.user_attrs)
+    ladder = plots.table_html(table) if not table.empty else plots.note(NONE)
+    ladder += plots.note(warning) if warning else ""
     sections = [
         Section("trials", "Trials (best first)", plots.table_html(best_first(data))),
+        Section("baselines", "Baselines", ladder),
         plots.plot_section(
-            "optimisation-history", "Optimisation history", optuna_plot(vis.plot_optimization_history)
+            "optimisation-history",
+            "Optimisation history",
+            lambda: plots.reference_lines(optuna_plot(vis.plot_optimization_history)(), refs),
         ),
         _importance_section(importances, why),
         plots.plot_section(
@@ -302,7 +313,7 @@ def _best_price_scatter(data: StudyData, best: FrozenTrial | None) -> Any:
     if best is None:
         return plots.note("no complete trial yet")
     rows = trialdir.read_generations(data.trial_folder(best.number))
-    return plots.price_scatter(rows, f"trial {best.number}")
+    return plots.price_scatter(rows, f"trial {best.number}", comparison.price_references(data.folder))
 
 
 def _top_generations(data: StudyData, k: int = 3) -> str:

@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from harness import comparison, failures
+from harness import baselines, comparison, failures, lengths, trialdir
 from harness import study as st
 from harness.config import SweepConfig
 from harness.errors import HarnessError
 from harness.objective import Objective, StopAfterFailures
-from harness.spec import MeasuresBaseline, Recipe
+from harness.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData
 from harness.studyview import SHORT
 from harness.studyview import fmt as _fmt
 
@@ -83,6 +83,7 @@ def run_sweep(
         recipe = real_recipe(cfg)
     optuna_storage = st.open_storage(url)
     study = st.open_study(cfg, optuna_storage, url)
+    report_lengths(study, recipe, console)
     recovered = failures.recover_interrupted(study)
     if recovered:
         console.print(
@@ -108,6 +109,7 @@ def run_sweep(
     if best is not None:
         display.best = st.primary_value(best)
     measure_baseline(study, recipe, remaining, console)
+    measure_task_baselines(cfg, study, recipe, console)
     ran = 0
     if remaining:
         objective = Objective(cfg, recipe, progress=display)
@@ -122,6 +124,17 @@ def run_sweep(
     return RunOutcome(study, ran, stopper.tripped, time.perf_counter() - start)
 
 
+def report_lengths(study: optuna.Study, recipe: Recipe, console: Console) -> None:
+    """How the rows fit max_seq_length (figures from the fixtures): one line, and study user attr
+    `data_lengths`, so the numbers behind every metric stay with the study."""
+    if not isinstance(recipe, ReportsData):
+        return
+    figures = recipe.data_report()
+    study.set_user_attr("data_lengths", figures)
+    for line in lengths.lines(study.study_name, figures):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def measure_baseline(study: optuna.Study, recipe: Recipe, remaining: int, console: Console) -> None:
     """The untrained base's metrics, once per study (study user attr `baseline_metrics`)."""
     if not isinstance(recipe, MeasuresBaseline) or not remaining or "baseline_metrics" in study.user_attrs:
@@ -130,6 +143,35 @@ def measure_baseline(study: optuna.Study, recipe: Recipe, remaining: int, consol
     study.set_user_attr("baseline_metrics", metrics)
     if "eval_loss" in metrics:
         console.print(f"{study.study_name}: untrained base eval_loss {metrics['eval_loss']:.4g}")
+
+
+def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe, console: Console) -> None:
+    """The task baselines (harness.baselines), once per study: user attr `task_baselines` and
+    results/<study>/baselines.jsonl. Measured by the recipe on its own rows when it can, else from the
+    data alone; a problem is one line, never the end of the sweep."""
+    if baselines.ATTR in study.user_attrs or not cfg.evaluation.samples:
+        return
+    try:
+        found = (
+            recipe.task_baselines() if isinstance(recipe, MeasuresTaskBaselines) else baselines.from_data(cfg)
+        )
+    except HarnessError as e:
+        console.print(f"{cfg.name}: task baselines not measured: {e}", markup=False, soft_wrap=True)
+        return
+    for name, why in found.skipped.items():
+        console.print(f"{cfg.name}: baseline {name} skipped: {why}", markup=False, soft_wrap=True)
+    if not found.metrics:
+        return
+    trialdir.write_jsonl(cfg.study_dir / baselines.FILE, found.rows)
+    study.set_user_attr(baselines.ATTR, found.metrics)
+    metric = baselines.REFERENCE.get(cfg.task, ("", ""))[0]
+    shown = ", ".join(f"{n} {m[metric]:.4g}" for n, m in found.metrics.items() if metric in m)
+    if shown:
+        console.print(
+            f"{cfg.name}: baselines on {len(found.rows)} generation rows, {metric}: {shown}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harness.config import SweepConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from harness.baselines import Measured
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,20 @@ class MeasuresBaseline(Protocol):
     """Optional: a recipe that can also score the untrained base, once per study (`baseline_metrics`)."""
 
     def baseline(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class ReportsData(Protocol):
+    """Optional: a recipe that can say how the rows fit max_seq_length, per split (harness.lengths),
+    printed when a run starts and stored in the study (user attr `data_lengths`)."""
+
+    def data_report(self) -> dict[str, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class MeasuresTaskBaselines(Protocol):
+    """Optional: a recipe that measures the task baselines (harness.baselines) on exactly the rows it
+    scores trials on, once per study (`task_baselines`); for any other recipe runner measures them from
+    the data alone."""
+
+    def task_baselines(self) -> Measured: ...

@@ -231,13 +231,13 @@ def test_eval_batches_layout(tokenizer) -> None:
 
 
 def test_eval_batches_truncation(tokenizer) -> None:
-    row = ROWS[1]
+    row = ROWS[0]  # under `right` a long answer would be dropped: it alone does not fit max_length
     prompt_len = len(tokenizer(row["prompt"])["input_ids"])
-    (batch,) = ev.eval_batches([row], tokenizer, max_length=prompt_len + 3, batch_size=4)
+    (batch,) = ev.eval_batches([row], tokenizer, max_length=prompt_len + 3, batch_size=4, truncation="right")
     assert batch["input_ids"].shape == (1, prompt_len + 3)
     assert int((batch["labels"] != -100).sum()) == 3  # cut from the right: the EOS is gone
     with pytest.raises(DataError, match="max_length=4"):
-        ev.eval_batches([row], tokenizer, max_length=4, batch_size=4)
+        ev.eval_batches([row], tokenizer, max_length=4, batch_size=4, truncation="right")
 
 
 def test_eval_batches_missing_column(tokenizer) -> None:

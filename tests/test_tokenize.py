@@ -104,22 +104,35 @@ def test_rows_defeat_the_naive_rules(tok) -> None:
         assert plain == ours
 
 
-@pytest.mark.parametrize("max_length", [64, 18])
-def test_training_and_eval_label_the_same_tokens(tok, max_length) -> None:
-    train = fx.tokenize_rows(Dataset.from_list(ROWS), tok, max_length, completion_only=True)
-    trained = Counter(
-        (tuple(ids), tuple(lab)) for ids, lab in zip(train["input_ids"], train["labels"], strict=True)
-    )
+@pytest.mark.parametrize("truncation", ["keep_answer", "right", "drop"])
+@pytest.mark.parametrize("size", ["long", "short"])
+def test_training_and_eval_label_the_same_tokens(tok, size, truncation) -> None:
+    whole = encode_batch([r["prompt"] for r in ROWS], [r["completion"] for r in ROWS], tok, 1000, True)
+    # short: the median row fits, two longer ones do not (one of them with a prompt longer than that)
+    max_length = 64 if size == "long" else sorted(e.length for e in whole)[len(ROWS) // 2]
+    rows = Dataset.from_list(ROWS)
+    train = fx.tokenize_rows(rows, tok, max_length, completion_only=True, truncation=truncation)
+    pairs = list(zip(train["input_ids"], train["labels"], strict=True))
+    assert len(pairs) == len(ROWS)  # one entry per row, dropped or not
+    # the rows training keeps (fixtures: those with a completion token)
+    trained = Counter((tuple(ids), tuple(lab)) for ids, lab in pairs if _scored(lab))
     evaluated: Counter[tuple[tuple[int, ...], tuple[int, ...]]] = Counter()
-    for batch in ev.eval_batches(ROWS, tok, max_length, batch_size=2):
+    for batch in ev.eval_batches(ROWS, tok, max_length, batch_size=2, truncation=truncation):
         for ids, mask, lab in zip(batch["input_ids"], batch["attention_mask"], batch["labels"], strict=True):
             n = int(mask.sum())
             evaluated[(tuple(ids[:n].tolist()), tuple(lab[:n].tolist()))] += 1
     assert evaluated == trained
-    assert sum(trained.values()) == len(ROWS)
-    if max_length == 18:  # the cut really happened, and for some row it left no scored token
-        assert max(len(ids) for ids, _ in trained) == 18
-        assert any(not _scored(list(lab)) for _, lab in trained)
+    assert max(len(ids) for ids, _ in pairs) <= max_length
+    if size == "long":
+        assert sum(trained.values()) == len(ROWS)
+    elif truncation == "right":  # the cut really happened, and for the longest prompt it left no answer
+        assert max(len(ids) for ids, _ in pairs) == max_length
+        assert any(not _scored(list(lab)) for _, lab in pairs)
+    elif truncation == "keep_answer":  # every row kept, the long ones shortened to exactly max_length
+        assert sum(trained.values()) == len(ROWS)
+        assert max(len(ids) for ids, _ in trained) == max_length
+    else:
+        assert sum(trained.values()) == sum(e.length <= max_length for e in whole) < len(ROWS)
 
 
 def test_scored_tokens_are_the_completion_and_eos(tok) -> None:
@@ -161,12 +174,14 @@ def test_prompt_ids_are_what_generation_feeds(tok) -> None:
 
 
 def test_cut_from_the_right_and_full_labels(tok) -> None:
-    row = ROWS[2]
+    row = ROWS[0]  # a short answer: `right` drops a row only when the answer alone does not fit
     full = encode(row["prompt"], row["completion"], tok, max_length=1000, completion_only=True)
     n_prompt = full.labels.count(IGNORE_INDEX)
     assert n_prompt == len(encode_prompts(tok, [row["prompt"]])[0])
     for k in (n_prompt - 1, n_prompt, n_prompt + 1, len(full.input_ids) - 1):
-        cut = encode(row["prompt"], row["completion"], tok, max_length=k, completion_only=True)
+        cut = encode(
+            row["prompt"], row["completion"], tok, max_length=k, completion_only=True, truncation="right"
+        )
         assert (cut.input_ids, cut.labels) == (full.input_ids[:k], full.labels[:k])
         assert cut.has_completion == (k > n_prompt)
     everything = encode(row["prompt"], row["completion"], tok, max_length=1000, completion_only=False)
@@ -179,6 +194,7 @@ def test_batch_equals_one_by_one(tok) -> None:
     assert batch == [encode(p, c, tok, 64, True) for p, c in zip(prompts, completions, strict=True)]
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         encode_batch(prompts[:2], completions[:1], tok, 64, True)
+    assert encode_batch([], [], tok, 64, True) == []  # e.g. evaluation.samples=0: no generation rows
 
 
 def test_no_warning_when_text_round_trips_and_one_for_a_legacy_prefix_space(tok, caplog) -> None:
@@ -197,3 +213,55 @@ def test_importing_the_module_does_not_import_torch() -> None:
     code = "import sys, harness.tokenize; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+LONG_PROMPT = (
+    "How much does this cost?\n\n"
+    + "Red cordless drill with 12 pieces and a carry case. " * 4
+    + "\n\nPrice is $"
+)
+
+
+@pytest.mark.parametrize("truncation", ["keep_answer", "right", "drop"])
+def test_a_row_over_max_length_is_fitted_by_its_mode(tok, truncation) -> None:
+    (prompt_ids,) = encode_prompts(tok, [LONG_PROMPT])
+    whole = encode(LONG_PROMPT, "84", tok, max_length=1000, completion_only=True)
+    answer = _scored(whole.labels)  # the completion's ids and EOS
+    max_length = len(prompt_ids) // 2 + len(answer)
+    e = encode(LONG_PROMPT, "84", tok, max_length, completion_only=True, truncation=truncation)
+    assert e.length == len(whole.input_ids) > max_length
+    if truncation == "keep_answer":
+        # The whole answer after a prompt that is the original's head + its last line, token for token.
+        assert len(e.input_ids) == max_length and e.shortened and e.has_completion
+        assert e.input_ids == e.prompt_ids + answer and _scored(e.labels) == answer
+        h = next(i for i, (a, b) in enumerate(zip(e.prompt_ids, prompt_ids, strict=False)) if a != b)
+        tail = prompt_ids[len(prompt_ids) - (len(e.prompt_ids) - h) :]
+        assert e.prompt_ids == prompt_ids[:h] + tail and h > 1
+        assert tok.decode(tail).endswith("\n\nPrice is $") and "Red" not in tok.decode(tail)
+        shown = tok.decode(e.input_ids, skip_special_tokens=True)
+        assert shown.startswith("How much does this cost?\n\nRed") and shown.endswith("\n\nPrice is $84")
+        if tok.bos_token is not None:
+            assert e.input_ids[0] == tok.bos_token_id
+    elif truncation == "right":  # as before: cut from the right; here the cut leaves no answer token
+        assert (e.input_ids, e.labels) == (whole.input_ids[:max_length], whole.labels[:max_length])
+        assert e.prompt_ids == prompt_ids and not e.has_completion
+    else:
+        assert e.input_ids == e.labels == e.prompt_ids == [] and not e.has_completion
+    # A row whose answer alone does not fit is left out in every mode.
+    long_answer = " ".join(["Blue claw hammer"] * 10)
+    too_long = encode(LONG_PROMPT, long_answer, tok, max_length, completion_only=True, truncation=truncation)
+    assert not too_long.has_completion and not too_long.shortened
+
+
+def test_keep_answer_keeps_the_response_template_and_the_end_of_a_one_line_prompt(tok) -> None:
+    text = "Category: powertools. " + "Green desk lamp made of steel, " * 5 + "Price is $"
+    (prompt_ids,) = encode_prompts(tok, [text])
+    n = len(prompt_ids) // 2
+    # One line, no response template: the tail is the whole prompt, so its end is what stays.
+    e = encode(text, "84", tok, n, completion_only=True)
+    assert e.has_completion and len(e.input_ids) == n
+    assert tok.decode(e.prompt_ids, skip_special_tokens=True).endswith("steel, Price is $")
+    # With the response template, the prompt keeps its head and the template whole.
+    e = encode(text, "84", tok, n, completion_only=True, response_template="Price is $")
+    shown = tok.decode(e.prompt_ids, skip_special_tokens=True)
+    assert shown.startswith("Category: power") and shown.endswith("Price is $") and len(e.input_ids) == n

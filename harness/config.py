@@ -261,12 +261,15 @@ Scope = Literal["best", "all"]
 @dataclass(frozen=True)
 class Condition:
     op: str
-    threshold: float
+    threshold: float | None
+    """None for a `baseline.NAME` condition until it is resolved against the study (expectations)."""
     baseline: str | None = None
     """`< baseline.median`: the threshold is that task baseline's value, set when checking (expectations)."""
 
     def holds(self, value: float) -> bool:
         t = self.threshold
+        if t is None:
+            raise ValueError(f"{self} is not resolved against the study's baselines yet")
         if self.op in ("==", "!="):
             # Metrics are floats computed by different code paths; exact equality would be luck.
             same = math.isclose(value, t, rel_tol=1e-9, abs_tol=1e-12)

@@ -173,7 +173,7 @@ def _parse_text(text: str) -> Condition:
     if re.match(r"^[<>=!]", value):
         raise ValueError(f"{text!r}: unknown operator; use one of {' '.join(OPERATORS)}")
     if m := _BASELINE.match(value):
-        return Condition(op, math.nan, m.group(1))
+        return Condition(op, None, m.group(1))
     try:
         threshold = float(value)
     except ValueError:
@@ -185,7 +185,7 @@ def _parse_text(text: str) -> Condition:
 
 def _bound(op: str, value: Any, key: str) -> Condition:
     if isinstance(value, str) and (m := _BASELINE.match(value.strip())):
-        return Condition(op, math.nan, m.group(1))
+        return Condition(op, None, m.group(1))
     return Condition(op, _number(value, key))
 
 

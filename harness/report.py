@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from harness import comparison, plots, trialdir
+from harness import comparison, lengths, plots, trialdir
 from harness import study as st
 from harness.errors import HarnessError
 from harness.plots import Curve, Section
@@ -154,6 +154,8 @@ def print_summary(data: StudyData, console: Console, importances: dict[str, floa
         console.print(table)
     if why:
         console.print(f"[dim]{why}[/]" if importances else f"parameter importances: {why}")
+    for line in lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {}):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _objectives_text(data: StudyData) -> str:
@@ -194,6 +196,9 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
     table, warning = comparison.baselines_report(data.task, data.metric, data.study.user_attrs, best)
     if not table.empty:
         lines += ["## Baselines", "", md_table(table), "", *([f"**{warning}**", ""] if warning else [])]
+    fit = lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {})
+    if fit:
+        lines += ["## Data", "", *fit, ""]
     lines += ["## Parameters that mattered most", ""]
     if importances:
         lines += [md_table(pd.DataFrame(list(importances.items()), columns=["parameter", "importance"])), ""]

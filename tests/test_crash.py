@@ -188,21 +188,24 @@ def test_a_huge_learning_rate_gives_a_non_finite_training_loss(tiny, tmp_path):
 
 
 def test_a_crashing_custom_metric_fails_that_trial_only(tiny, tmp_path, monkeypatch):
+    cfg = tiny("budget.n_trials=2", "evaluation.custom=[flaky_metric:score]", "budget.max_steps=4")
+    # The metric breaks once trial 1 has started (its folder exists): the base, the task baselines and
+    # trial 0 are scored normally, however many times each calls it.
+    second = trialdir.trial_dir(cfg.study_dir, 1)
     (tmp_path / "flaky_metric.py").write_text(
-        "calls = []\n"
+        "from pathlib import Path\n"
         "def score(predictions, references, rows):\n"
-        "    calls.append(1)\n"
-        "    if len(calls) == 2:\n"  # the 2nd call: a trial's (the 1st may measure the untrained base)
+        f"    if Path({str(second)!r}).exists():\n"
         "        raise ZeroDivisionError('metric bug')\n"
         "    return {'flaky': 1.0}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = tiny("budget.n_trials=2", "evaluation.custom=[flaky_metric:score]", "budget.max_steps=4")
     study = run_sweep(cfg).study
-    states = sorted(t.state.name for t in study.trials)
+    states = [t.state.name for t in sorted(study.trials, key=lambda t: t.number)]
     assert states == ["COMPLETE", "FAIL"]
-    failed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    failed = study.trials[1]
     assert "ZeroDivisionError: metric bug" in failed.user_attrs["fail_reason"]
+    assert study.trials[0].user_attrs["metrics"]["flaky"] == 1.0
 
 
 def test_a_retried_trial_resumes_from_its_checkpoint(tiny, tmp_path):

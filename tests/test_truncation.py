@@ -142,3 +142,8 @@ def test_a_run_reports_how_rows_fit_and_stores_it(tiny):
     assert "exceed max_seq_length=64" in line and "prompts shortened (truncation: keep_answer)" in line
     assert f"max_seq_length={suggested_length(stored)} fits 95% of rows" in line
     assert text.index(line[:40]) < text.index("trial   0")  # said before the first trial starts
+    # `sweep report` shows the same figures, read back from the study.
+    from harness import report, studyview
+
+    report.write_report(studyview.load_study_data(cfg.name, cfg.results_dir), ["md"])
+    assert f"## Data\n\n{line}\n" in (cfg.study_dir / "report.md").read_text()

@@ -195,15 +195,10 @@ def tokenize_rows(
     """prompt + completion + eos -> input_ids, labels (-100 on the prompt when completion_only), by
     harness.tokenize: the same tokens eval_batches scores and generation continues from. One entry per
     row; a dropped row's are empty (or, under `right`, hold no completion token)."""
-    encoded = encode_batch(
-        list(rows["prompt"]),
-        list(rows["completion"]),
-        tok,
-        max_length,
-        completion_only,
-        truncation=truncation,
-        response_template=response_template,
+    training = TrainingConfig(
+        max_seq_length=max_length, truncation=truncation, response_template=response_template
     )
+    encoded = encode_rows(rows, tok, training, completion_only)
     return {"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]}
 
 

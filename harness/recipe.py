@@ -155,13 +155,13 @@ def save_checkpoint(folder: Path, trainer: Any, adapter: dict[str, torch.Tensor]
     safetensors, the Trainer's optimizer/scheduler/RNG/state in its own resume layout, loop.json last."""
     from safetensors.torch import save_file
 
+    def to_file(state: dict[str, torch.Tensor], name: str) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / name))
+
     tmp = trialdir.fresh_tmp(folder)
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in adapter.items()}, str(tmp / trialdir.ADAPTER_FILE)
-    )
+    to_file(adapter, trialdir.ADAPTER_FILE)
     if loop.best_state is not None:
-        best = {k: v.detach().contiguous().cpu() for k, v in loop.best_state.items()}
-        save_file(best, str(tmp / trialdir.BEST_FILE))
+        to_file(loop.best_state, trialdir.BEST_FILE)
     # Private Trainer calls: the Trainer has no public "save resumable state" without saving the model,
     # and saving the model would go through state_dict() on the shared 4-bit base (see adapter_state).
     trainer._save_optimizer_and_scheduler(str(tmp))

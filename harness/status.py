@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import RenderableType
+from rich.console import JustifyMethod, RenderableType
 from rich.table import Table
 
 from harness import plots
@@ -192,7 +192,7 @@ def status_report(target: str | None, results_dir: str, storage: str | None) -> 
 def list_table(found: Iterable[tuple[str, list[optuna.Study] | StorageError]]) -> Table:
     """`sweep list`: one row per study (harness.study.discover's result), a row per storage that failed."""
     table = Table(title="studies", title_justify="left")
-    for col, just in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("study", "left"),
         ("storage", "left"),
         ("trials", "right"),
@@ -202,8 +202,9 @@ def list_table(found: Iterable[tuple[str, list[optuna.Study] | StorageError]]) -
         ("running", "right"),
         ("metric", "left"),
         ("best", "right"),
-    ]:
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    ]
+    for col, just in columns:
+        table.add_column(col, justify=just)
     for url, studies in found:
         if isinstance(studies, StorageError):
             table.add_row("?", st.mask_url(url), "", "", "", "", "", "", f"error: {studies}")

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import optuna
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -114,7 +114,7 @@ def render(view: View, interval: float | None = None) -> RenderableType:
 
     if view.recent:
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for col, justify in (
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
             ("#", "right"),
             ("state", "left"),
             (view.metric, "right"),
@@ -122,8 +122,9 @@ def render(view: View, interval: float | None = None) -> RenderableType:
             ("time", "right"),
             ("peak MB", "right"),
             ("gpu MB", "right"),
-        ):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        )
+        for col, justify in columns:
+            table.add_column(col, justify=justify)
         style = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
         for t in view.recent:
             a = t.user_attrs

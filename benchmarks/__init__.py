@@ -14,4 +14,5 @@ BENCHES = [
     "bench_pruning",  # P3 train steps a pruned sweep needs to get within 2% of the unpruned best
     "bench_memory",  # P5 peak RSS, 4-bit QLoRA vs fp32 LoRA
     "bench_sampler",  # P5 sampler + storage ms per trial at 1,000 trials
+    "bench_workers",  # P6 --workers 2 vs 1 worker on both cores; SQLite cost per trial at 1/2/4 workers
 ]

@@ -48,6 +48,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop after the first failed sweep")
     run.add_argument("--collect-only", action="store_true", help="list the sweeps that would run")
     run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on the study (one GPU each, or the CPU cores split between them); "
+        "`sweep run` in N terminals or on N machines sharing --storage does the same",
+    )
+    run.add_argument(
+        "--gpus-per-worker", type=int, metavar="K", help="GPUs per worker with --workers (default 1)"
+    )
+    run.add_argument(
+        "--recipe",
+        metavar="MODULE:FUNCTION",
+        help="train with this callable instead of the QLoRA recipe (a fake one in tests; see harness.spec)",
+    )
+    run.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)  # set by --workers for each worker
+    run.add_argument(
         "--smoke",
         action="store_true",
         help="1 trial of 4 steps on a tiny eval, in <results-dir>/.smoke/ (never touches the real study)",
@@ -95,12 +112,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.collect import run_path
+    from harness.spec import import_recipe
+    from harness.workers import Pool, WorkersError
 
     overrides = list(args.overrides)
     if args.n_trials is not None:
         overrides.append(f"budget.n_trials={args.n_trials}")
     if args.results_dir:
         overrides.append(f"results_dir={args.results_dir}")
+    if args.workers < 1 or (args.workers > 1 and args.smoke):
+        raise WorkersError(f"--workers {args.workers}: give 1 or more (and not with --smoke, a 1-trial run)")
+    pool = Pool(args.workers, args.gpus_per_worker, args.recipe, tuple(overrides), args.worker_id)
     return run_path(
         args.file,
         overrides,
@@ -109,6 +131,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         collect_only=args.collect_only,
         smoke=args.smoke,
         storage=args.storage,
+        recipe=import_recipe(args.recipe, [Path.cwd()]) if args.recipe else None,
+        pool=pool,
         console=console,
     )
 

@@ -27,16 +27,13 @@ collected sweep with the same model and data reuses what the first one loaded.
 
 from __future__ import annotations
 
-import importlib
 import re
 import shutil
-import sys
-import time
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -48,6 +45,10 @@ from harness.expectations import Outcome, check
 from harness.keywords import KeywordExpr, keywords_for
 from harness.spec import Recipe
 from harness.sweepfile import load_sweep, read_yaml
+
+if TYPE_CHECKING:
+    from harness.runner import RunOutcome
+    from harness.workers import Pool
 
 SUFFIXES = (".yaml", ".yml")
 SMOKE_DIR = ".smoke"
@@ -193,25 +194,37 @@ def run_one(
     console: Console | None = None,
     err: Console | None = None,
     smoke: bool = False,
+    worker: bool = False,
 ) -> SweepReport:
     """Run (or resume) one sweep and judge it. User errors propagate as HarnessError (the caller decides
-    whether they end the run or count as one file's error)."""
-    from optuna.trial import TrialState
-
-    from harness.runner import SweepStopped, check_failures, run_sweep
-    from harness.studyview import trials_table
+    whether they end the run or count as one file's error). A `worker` of `--workers N` only runs: its
+    pool judges the study once every worker is done."""
+    from harness.runner import run_sweep
 
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
     if smoke:
         storage = None  # smoke studies live in their own SQLite file, whatever the sweep's storage is
         fresh_smoke_study(cfg)
-    start = time.perf_counter()
     outcome = run_sweep(cfg, storage=storage, recipe=recipe, console=console)
+    if worker:
+        console.print(f"{outcome.ran} trial(s) run in {outcome.seconds:.0f}s", soft_wrap=True)
+        return SweepReport(path, "failed" if outcome.stopped_for_failures else "passed", cfg.name)
+    return judge(cfg, path, outcome, console, err, smoke)
+
+
+def judge(
+    cfg: SweepConfig, path: Path, outcome: RunOutcome, console: Console, err: Console, smoke: bool = False
+) -> SweepReport:
+    """The end of a sweep: its trials table, each expectation's PASS/FAIL, and the verdict."""
+    from optuna.trial import TrialState
+
+    from harness.runner import SweepStopped, check_failures
+    from harness.studyview import trials_table
+
     console.print(trials_table(outcome.study, cfg.metric.name, cfg.metric.goal))
-    seconds = time.perf_counter() - start
     console.print(
-        f"{outcome.ran} trial(s) run in {seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
+        f"{outcome.ran} trial(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
     )
     report = SweepReport(path, "passed", cfg.name, trials_run=outcome.ran)
     complete = outcome.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -328,10 +341,12 @@ def run_path(
     smoke: bool = False,
     storage: str | None = None,
     recipe: Recipe | None = None,
+    pool: Pool | None = None,
     console: Console | None = None,
     err: Console | None = None,
 ) -> int:
-    """`sweep run PATH [overrides]`: collect, select, run each sweep, judge, summarize -> exit code."""
+    """`sweep run PATH [overrides]`: collect, select, run each sweep, judge, summarize -> exit code.
+    `pool`: `--workers N` (each sweep run by N processes), or this process is one of them (workers.py)."""
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
     target = Path(target)
@@ -358,7 +373,9 @@ def run_path(
             continue
         if not single:
             console.rule(escape(str(item.path)))
-        report = _run_item(item, single, storage, recipe, console, err, smoke)
+        if pool is not None and pool.worker is not None:  # one of a pool's workers: run, nothing more
+            return exit_code([_run_item(item, single, storage, recipe, console, err, smoke, pool)])
+        report = _run_item(item, single, storage, recipe, console, err, smoke, pool)
         reports.append(report)
         if exitfirst and report.status in ("failed", "error"):
             stop = True
@@ -377,13 +394,24 @@ def _run_item(
     console: Console,
     err: Console,
     smoke: bool,
+    pool: Pool | None = None,
 ) -> SweepReport:
     if item.cfg is None:
         err.print(f"error: {item.error}", markup=False, soft_wrap=True)
         return SweepReport(item.path, "error", message=item.error or "")
     try:
+        if pool is not None and pool.n > 1:
+            return _run_pool(item.cfg, item.path, storage, pool, console, err)
+        worker = pool is not None and pool.worker is not None
         return run_one(
-            item.cfg, item.path, storage=storage, recipe=recipe, console=console, err=err, smoke=smoke
+            item.cfg,
+            item.path,
+            storage=storage,
+            recipe=recipe,
+            console=console,
+            err=err,
+            smoke=smoke,
+            worker=worker,
         )
     except HarnessError as e:
         message = str(e) if str(item.path) in str(e) or item.cfg.name in str(e) else f"{item.path}: {e}"
@@ -397,6 +425,22 @@ def _run_item(
         return SweepReport(
             item.path, "error", item.cfg.name, message=f"internal error: {type(e).__name__}: {e}"
         )
+
+
+def _run_pool(
+    cfg: SweepConfig, path: Path, storage: str | None, pool: Pool, console: Console, err: Console
+) -> SweepReport:
+    """`--workers N`: the workers run the sweep, then it is judged here once."""
+    from harness.workers import run_pool
+
+    result = run_pool(cfg, path, storage, pool, console, err)
+    if result.outcome is None:
+        return SweepReport(path, "error", cfg.name, message=result.why or "a worker met a user error")
+    report = judge(cfg, path, result.outcome, console, err)
+    if result.why:
+        err.print(f"error: {result.why}", markup=False, soft_wrap=True)
+        report.status, report.message = "failed", result.why
+    return report
 
 
 def _print_collection(selected: list[Collected], deselected: int, console: Console, err: Console) -> int:
@@ -434,31 +478,3 @@ def _print_short_summary(reports: list[SweepReport], console: Console) -> None:
     for r in bad:
         label = "FAILED" if r.status == "failed" else "ERROR"
         console.print(f"{label} {r.path} - {r.reason()}", markup=False, highlight=False, soft_wrap=True)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Recipe injection (pytest plugin `--sweep-recipe`, tests)
-
-
-def import_recipe(spec: str, search: Sequence[Path] = ()) -> Recipe:
-    """`package.module:function` -> the callable, for running collections with a fake recipe.
-    `search`: folders tried too (the pytest rootdir: the `pytest` script does not put it on sys.path)."""
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
-        raise ConfigError(f"recipe {spec!r}: expected package.module:function")
-    added = [str(p) for p in search if str(p) not in sys.path]
-    sys.path[:0] = added
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError as e:
-        raise ConfigError(f"recipe {spec!r}: cannot import {module}: {e}") from None
-    finally:
-        for p in added:
-            sys.path.remove(p)
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"recipe {spec!r}: {module} has no {name}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"recipe {spec!r} is not callable")
-    return obj

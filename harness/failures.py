@@ -14,18 +14,29 @@ Who notices an interruption:
 - Ctrl-C / SIGTERM: the objective itself, on its way out (it is still running).
 - SIGKILL, single worker (the default; SQLite or journal file): the next `sweep run`. Each trial records
   `pid`, `host` and the process start time; a RUNNING trial of this host whose process is gone is stale.
-- Several workers sharing an RDB storage: Optuna's heartbeat (study.open_storage) after `grace_period`,
-  with `RetryStale` re-queuing the trial the same way. A RUNNING trial from another host is never touched
-  by the pid check; only the heartbeat can declare it dead.
+- Several workers on one host: any of them, after each of its trials (`SharedBudget`), by the same pid
+  check; so the survivors of a SIGKILL retry the trial without waiting for a heartbeat.
+- Several workers sharing an RDB storage: Optuna's heartbeat (rdb.py) after its grace period, with
+  `RetryStale` re-queuing the trial the same way. The journal file has no Optuna heartbeat: a worker
+  writes user attr `heartbeat` (a timestamp) every HEARTBEAT_S while it trains (`heartbeat`), and a
+  RUNNING trial whose last one is older than GRACE_S is stale, whatever host ran it. A RUNNING trial
+  from another host is never touched by the pid check; only a heartbeat can declare it dead.
+Never two retries of one trial: whoever recovers a trial first flips it to FAIL, and the storage lets only
+one flip succeed (row locks on PostgreSQL, BEGIN IMMEDIATE on SQLite, the journal's total order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import shutil
 import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +48,12 @@ from harness import trialdir
 from harness.errors import TrialFailed
 
 INTERRUPTED = "interrupted"
+HEARTBEAT_S, GRACE_S = 30.0, 120.0
+"""The journal storage's heartbeat: written every HEARTBEAT_S; stale after GRACE_S (covers clock skew
+between hosts and a storage write delayed by a busy NFS server)."""
+OWNERLESS_S = 20.0
+"""A RUNNING trial that has not said who runs it yet: killed between its creation and the objective's first
+line, or just created by a live worker that is about to say so. Only this old is it taken for dead."""
 
 
 def reason(e: BaseException) -> str:
@@ -95,7 +112,28 @@ def _start_time(pid: int) -> str | None:
 
 
 def owner() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": _start_time(os.getpid())}
+    host = socket.gethostname()
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "host": host,
+        "pid_start": _start_time(pid),
+        "device": device(),
+        "worker": f"{host}:{pid}",
+    }
+
+
+def device() -> str:
+    """What this process trains on, from what decided it: CUDA_VISIBLE_DEVICES (harness.workers sets one
+    per worker) or torch, if the recipe has loaded it; else the CPU and its torch thread count."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return f"cuda:{visible}"
+    torch = sys.modules.get("torch")
+    if torch is not None and visible is None and torch.cuda.is_available():
+        return "cuda"
+    threads = torch.get_num_threads() if torch is not None else os.environ.get("OMP_NUM_THREADS")
+    return f"cpu×{threads}" if threads else "cpu"
 
 
 def mark_start(trial: optuna.Trial, trial_dir: Path) -> None:
@@ -114,16 +152,21 @@ def _alive(pid: int, start: str | None) -> bool:
     return start is None or _start_time(pid) in (None, start)
 
 
-def is_stale(t: FrozenTrial) -> bool:
-    """A RUNNING trial whose process is gone (single host). No pid yet means it was killed in the
-    milliseconds between Optuna creating it and the objective's first line: stale too."""
+def is_stale(t: FrozenTrial, now: float | None = None) -> bool:
+    """A RUNNING trial whose process is gone (this host), whose journal heartbeat stopped (any host), or
+    that never said who runs it (OWNERLESS_S)."""
     if t.state != TrialState.RUNNING:
         return False
+    now = time.time() if now is None else now
     attrs = t.user_attrs
     if "pid" not in attrs:
+        started = t.datetime_start.timestamp() if t.datetime_start else now
+        return now - started > OWNERLESS_S
+    beat = attrs.get("heartbeat")
+    if isinstance(beat, (int, float)) and now - beat > GRACE_S:
         return True
     if attrs.get("host") != socket.gethostname():
-        return False  # another machine's trial: only the storage heartbeat can tell
+        return False  # another machine's trial: only a heartbeat can tell
     if attrs["pid"] == os.getpid():
         return False
     return not _alive(int(attrs["pid"]), attrs.get("pid_start"))
@@ -178,6 +221,64 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             requeue(study, t.number, t.params, t.user_attrs)
         recovered.append(t.number)
     return recovered
+
+
+@contextlib.contextmanager
+def heartbeat(trial: optuna.Trial, interval: float = HEARTBEAT_S) -> Iterator[None]:
+    """While a trial trains on the journal storage: user attr `heartbeat` = now, every `interval` s. RDB
+    storages have Optuna's own heartbeat (rdb.py), so nothing is written there."""
+    from optuna.storages import JournalStorage
+
+    if not isinstance(trial.study._storage, JournalStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    storage, trial_id = trial.study._storage, trial._trial_id
+
+    def beat() -> None:
+        while True:
+            try:  # the storage itself (thread-safe), not the Trial object the main thread is using
+                storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+            except Exception:  # noqa: BLE001 - the trial ended meanwhile (or the file is busy): next beat
+                pass
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class SharedBudget:
+    """After each trial: recover dead workers' trials, then stop once the study's budget is spent.
+
+    `budget.n_trials` is the study's, not a worker's: a worker stops when the counted trials plus the ones
+    running now reach it and no retry is waiting. Workers that see the budget open at the same moment may
+    each start one more, so a study of W workers can end with up to W - 1 over; `over()` says how many."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+        self.recovered: list[int] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.recovered += recover_interrupted(study)
+        if self.spent(study):
+            study.stop()
+
+    def spent(self, study: optuna.Study) -> bool:
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return False  # a retry (or an enqueued config) is owed: someone must run it
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        return sum(counts(t) for t in trials) + running >= self.n_trials
+
+    def over(self, study: optuna.Study) -> int:
+        return max(0, done(study) - self.n_trials)
 
 
 class RetryStale(RetryHeartbeatStaleTrialCallback):

@@ -30,9 +30,11 @@ class Objective:
         self.study_dir = Path(cfg.study_dir)
         # One tracker for the whole sweep; SafeTracker inside: tracking can never fail a trial.
         self.tracker = tracking.make_tracker(cfg)
+        self.started = 0  # trials this process ran (other workers add theirs to the same study)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         cfg = self.cfg
+        self.started += 1
         folder = trialdir.trial_dir(self.study_dir, trial.number)
         failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
         params = search_space.suggest(trial, cfg.parameters)
@@ -56,7 +58,8 @@ class Objective:
         result: TrialResult | None = None
         failed: str | None = None  # the traceback of an exception that fails this trial only
         try:
-            result = self.run_recipe(trial, spec, on_eval)
+            with failures.heartbeat(trial):
+                result = self.run_recipe(trial, spec, on_eval)
         except Exception as e:
             failed = traceback.format_exc()
             trial.set_user_attr("fail_reason", failures.reason(e))
@@ -157,6 +160,10 @@ def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
     seed = int(attrs.get("seed", spec.seed))
     trial.set_user_attr("seed", seed)
     resume = attrs.get("resume_from")
+    if resume and trialdir.find_checkpoint(Path(resume)) is None:
+        # Another host's worker queued this retry and its checkpoint is not in a folder this one sees.
+        trial.set_user_attr("restarted", f"checkpoint {resume} not reachable here: trained from step 0")
+        resume = None
     return dataclasses.replace(spec, seed=seed, resume_from=Path(resume) if resume else None)
 
 

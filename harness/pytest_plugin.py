@@ -33,6 +33,7 @@ from rich.console import Console
 from harness import collect
 from harness.config import SweepConfig
 from harness.errors import HarnessError
+from harness.spec import import_recipe
 from harness.sweepfile import read_yaml
 
 # Tags that would change how pytest runs a test if they became markers of the same name.
@@ -141,7 +142,7 @@ class SweepItem(pytest.Item):
         console = Console(highlight=False, width=160)
         err = Console(stderr=True, highlight=False, width=160)
         try:
-            recipe = collect.import_recipe(spec, [self.config.rootpath]) if spec else None
+            recipe = import_recipe(spec, [self.config.rootpath]) if spec else None
             report = collect.run_one(
                 self.cfg, self.path, recipe=recipe, console=console, err=err, smoke=self.smoke
             )

@@ -91,10 +91,14 @@ def run_sweep(
             "retrying with the same params from their last checkpoint"
         )
     done = failures.done(study)  # interrupted trials do not use up the budget (failures.py)
-    remaining = max(0, cfg.budget.n_trials - done)
+    budget = failures.SharedBudget(cfg.budget.n_trials)
+    # Other workers' running trials will count too: a worker joining a study about to finish starts none.
+    remaining = 0 if budget.spent(study) else max(0, cfg.budget.n_trials - done)
+    others = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
     console.print(
-        f"[bold]{cfg.name}[/]: {done} finished trial(s) in {st.mask_url(url)}; "
-        f"running {remaining} more (n_trials={cfg.budget.n_trials}, "
+        f"[bold]{cfg.name}[/]: {done} finished trial(s) in {st.mask_url(url)}"
+        + (f", {others} running in other workers" if others else "")
+        + f"; running up to {remaining} more (n_trials={cfg.budget.n_trials} for the whole study, "
         f"metric={cfg.metric.name} {cfg.metric.goal})"
     )
     if cfg.multi_objective:
@@ -114,11 +118,20 @@ def run_sweep(
     if remaining:
         objective = Objective(cfg, recipe, progress=display)
         timeout = cfg.budget.timeout_minutes * 60 if cfg.budget.timeout_minutes else None
-        before = len(study.trials)
         study.optimize(
-            objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper]
+            objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper, budget]
         )
-        ran = len(study.trials) - before
+        ran = objective.started
+    if budget.recovered:
+        console.print(
+            f"{cfg.name}: trial(s) {', '.join(map(str, budget.recovered))} of a worker that died were "
+            "retried with the same params"
+        )
+    if budget.over(study):
+        console.print(
+            f"{cfg.name}: {budget.over(study)} trial(s) over n_trials={cfg.budget.n_trials}: workers started "
+            "them while the last ones were finishing (at most workers - 1)"
+        )
     for line in comparison.summary_lines(cfg, study, st.best_trial(study)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return RunOutcome(study, ran, stopper.tripped, time.perf_counter() - start)

@@ -6,12 +6,15 @@ can be tested with a fake recipe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harness.config import SweepConfig, TrainingConfig
+from harness.errors import ConfigError
 
 if TYPE_CHECKING:
     from harness.baselines import Measured
@@ -114,3 +117,31 @@ class MeasuresTaskBaselines(Protocol):
     the data alone."""
 
     def task_baselines(self) -> Measured: ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# Recipe injection (`sweep run --recipe`, the pytest plugin's `--sweep-recipe`, tests)
+
+
+def import_recipe(spec: str, search: Sequence[Path] = ()) -> Recipe:
+    """`package.module:function` -> the callable, for running collections with a fake recipe.
+    `search`: folders tried too (the pytest rootdir: the `pytest` script does not put it on sys.path)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"recipe {spec!r}: expected package.module:function")
+    added = [str(p) for p in search if str(p) not in sys.path]
+    sys.path[:0] = added
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"recipe {spec!r}: cannot import {module}: {e}") from None
+    finally:
+        for p in added:
+            sys.path.remove(p)
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"recipe {spec!r}: {module} has no {name}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"recipe {spec!r} is not callable")
+    return obj

@@ -52,6 +52,11 @@ class View:
     note: str = ""
 
     @property
+    def workers(self) -> list[str]:
+        """Each worker training now (host:pid (device)), once: from its running trial's user attrs."""
+        return list(dict.fromkeys(w for r in self.running if (w := sv.worker_text(r.attrs))))
+
+    @property
     def finished(self) -> int:
         return sum(self.counts.get(s.name, 0) for s in FINISHED)
 
@@ -151,7 +156,10 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         of = f"/{view.max_steps}" if view.max_steps else ""
         step = f"step {r.step}{of}" if r.step is not None else "no eval yet"
         value = f"  {view.metric} {r.value:.4g}" if r.value is not None else ""
-        lines.append(f"  running: trial {r.number}  {step}{value}  ({fmt_duration(r.elapsed_s)} so far)")
+        on = f"  on {sv.worker_text(r.attrs)}" if sv.worker_text(r.attrs) else ""
+        lines.append(f"  running: trial {r.number}  {step}{value}  ({fmt_duration(r.elapsed_s)} so far){on}")
+    if view.workers:
+        lines.append(f"  workers: {len(view.workers)} live: {', '.join(view.workers)}")
     lines.append("  " + eta_text(view))
     return lines
 

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness import search_space
 from harness.config import SweepConfig
 from harness.errors import StorageError
+from harness.sampling import make_sampler
 
 
 def mask_url(url: str) -> str:
@@ -93,16 +94,11 @@ def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStor
                 use_wal(path)
             elif not path.exists():
                 raise StorageError(f"no study database at {path}")
-        from harness.failures import RetryStale
+        from harness.rdb import open_rdb
 
-        # Several workers on one RDB: a worker that dies is noticed by its heartbeat, and its trial is
-        # re-queued with the same params (failures.py; a single worker's kill is noticed sooner there).
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=120,
-            heartbeat_stale_trial_callback=RetryStale(max_retry=3),
-        )
+        # Several workers on one RDB (rdb.py): waits for SQLite's lock instead of failing, and a worker
+        # that dies is noticed by its heartbeat, its trial re-queued with the same params (failures.py).
+        return open_rdb(url, writer=create_dirs)
     except StorageError:
         raise
     except PermissionError as e:
@@ -118,23 +114,6 @@ def _journal_path(url: str) -> Path | None:
     if "://" not in url and url.endswith((".log", ".journal")):
         return Path(url)
     return None
-
-
-def make_sampler(cfg: SweepConfig, n_existing: int) -> optuna.samplers.BaseSampler:
-    # Offset the seed by the trials already in the study: a resumed run must not replay the random
-    # start-up samples of the first run, yet the same history still gives the same next params.
-    seed = cfg.seed + 7919 * n_existing
-    if cfg.method == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, cfg.budget.n_trials))
-    if cfg.method == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if cfg.method == "grid":
-        return optuna.samplers.GridSampler(search_space.grid(cfg.parameters), seed=seed)
-    if cfg.method == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if cfg.method == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise AssertionError(cfg.method)
 
 
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
@@ -166,21 +145,28 @@ def fingerprint(cfg: SweepConfig) -> str:
 
 
 def open_study(cfg: SweepConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
-    """Create the study, or resume it if the storage has one of this name with the same space and goal."""
+    """Create the study, or resume it if the storage has one of this name with the same space and goal.
+    Workers started together race to create it: the losers load the winner's."""
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=storage)
     except KeyError:
         existing = None
-    if existing is not None:
-        check_resumable(cfg, existing, url)
-        n = len(existing.trials)
-        return optuna.load_study(
-            study_name=cfg.name, storage=storage, sampler=make_sampler(cfg, n), pruner=make_pruner(cfg)
-        )
+    if existing is None:
+        try:
+            return _create(cfg, storage)
+        except optuna.exceptions.DuplicatedStudyError:
+            existing = optuna.load_study(study_name=cfg.name, storage=storage)
+    check_resumable(cfg, existing, url)
+    return optuna.load_study(
+        study_name=cfg.name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg)
+    )
+
+
+def _create(cfg: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
     study = optuna.create_study(
         study_name=cfg.name,
         storage=storage,
-        sampler=make_sampler(cfg, 0),
+        sampler=make_sampler(cfg),
         pruner=make_pruner(cfg),
         directions=[m.goal for m in cfg.objectives],
     )

@@ -136,7 +136,16 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
     params = ordered(p for t in trials for p in t.params)
     metric_names = ordered(m for t in trials for m in (t.user_attrs.get("metrics") or {}))
-    fixed = {"number", "state", "value", *STEP_COLUMNS, "duration_s", *RESOURCE_COLUMNS, "fail_reason"}
+    fixed = {
+        "number",
+        "state",
+        "value",
+        *STEP_COLUMNS,
+        "duration_s",
+        *RESOURCE_COLUMNS,
+        "worker",
+        "fail_reason",
+    }
     # A custom metric called e.g. "value" must not overwrite the objective column.
     metric_cols = {m: (f"metric_{m}" if m in fixed or m.startswith("param_") else m) for m in metric_names}
     resources = ["peak_rss_mb"] + [c for c in RESOURCE_COLUMNS[1:] if any(c in t.user_attrs for t in trials)]
@@ -149,6 +158,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         *STEP_COLUMNS,
         "duration_s",
         *resources,
+        "worker",
         "fail_reason",
     ]
     rows = []
@@ -161,6 +171,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({c: attrs.get(c) for c in STEP_COLUMNS})
         row["duration_s"] = trial_duration(t)
         row.update({c: attrs.get(c) for c in resources})
+        row["worker"] = worker_text(attrs)
         # Only a failure has a reason (the objective also tags pruned trials that have no value).
         row["fail_reason"] = attrs.get("fail_reason") if t.state == TrialState.FAIL else None
         rows.append(row)
@@ -171,9 +182,19 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return _typed(frame, [f"param_{p}" for p in params], list(metric_cols.values()), resources)
 
 
+def worker_text(attrs: dict[str, Any]) -> str | None:
+    """Who ran a trial: `host:pid (device)` from the user attrs failures.mark_start writes."""
+    worker = attrs.get("worker") or (f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None)
+    if worker and attrs.get("device"):
+        return f"{worker} ({attrs['device']})"
+    return worker
+
+
 def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources: list[str]) -> pd.DataFrame:
     """Stable dtypes, so csv/parquet readers and comparisons across studies see the same schema."""
-    frame = frame.astype({"number": "int64", "state": "str", "value": "float64", "fail_reason": "str"})
+    frame = frame.astype(
+        {"number": "int64", "state": "str", "value": "float64", "worker": "str", "fail_reason": "str"}
+    )
     frame = frame.astype({c: "Int64" for c in STEP_COLUMNS})
     frame = frame.astype({c: "float64" for c in ["duration_s", *resources, *metrics]})
     return text_if_mixed(frame, params)

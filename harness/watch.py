@@ -25,7 +25,7 @@ from rich.text import Text
 from harness import study as st
 from harness.errors import HarnessError
 from harness.status import View, collect, fmt_duration
-from harness.studyview import fmt, trial_duration
+from harness.studyview import fmt, trial_duration, worker_text
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -103,14 +103,18 @@ def render(view: View, interval: float | None = None) -> RenderableType:
         )
         value = f"{view.metric} {fmt(r.value)}" if r.value is not None else ""
         res = fmt_resources(r.attrs)
+        worker = worker_text(r.attrs)
         lines.append(
             Text.assemble(
                 ("running ", "bold yellow"),
                 f"trial {r.number}  {step}  {value}  ",
                 (sparkline(r.curve), "cyan"),
                 f"  {fmt_duration(r.elapsed_s)}" + (f"  {res}" if res else ""),
+                (f"  {worker}" if worker else "", "dim"),
             )
         )
+    if len(view.workers) > 1:
+        lines.append(Text(f"workers {len(view.workers)} live: {', '.join(view.workers)}"))
 
     if view.recent:
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pg
 import pytest
 import torch
 from helpers import TINY, journal, sweep
@@ -21,7 +24,23 @@ def tiny(tmp_path):
     return make
 
 
-@pytest.fixture(params=["sqlite", "journal"])
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (tests/pg.py); skipped where none can be started,
+    failed instead under HARNESS_REQUIRE_POSTGRES=1 (CI)."""
+    why = pg.available()
+    if why is not None:
+        if os.environ.get(pg.REQUIRE) == "1":
+            pytest.fail(f"{pg.REQUIRE}=1 but no PostgreSQL server can be started: {why}")
+        pytest.skip(why)
+    with pg.Server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def storage(request, tmp_path) -> str | None:
-    """One supplier fixture over every backend (optuna's pattern): None is the default SQLite file."""
+    """One supplier fixture over every backend (optuna's pattern): None is the default SQLite file; a
+    fresh database on the session's PostgreSQL server where one can be started."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres").new_database()
     return None if request.param == "sqlite" else journal(tmp_path)

@@ -8,6 +8,7 @@ modules import from here, never from each other.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ class FakeRecipe:
     """Trial number -> exception to raise instead of training (a crash, an OOM, a Ctrl-C)."""
     calls: list[int] = field(default_factory=list)
     """The trial numbers this recipe was called with, in order."""
+    pause_s: float = 0.0
+    """A pause before each eval, so a worker in a subprocess is seen mid-trial (and can be killed there)."""
+    rendezvous: int = 0
+    """Several workers: a trial waits until this many trial folders exist before training. A worker runs
+    one trial at a time, so the first trials can only finish once as many workers have each started one:
+    every worker takes part, however fast the first one was."""
 
     def failing(self, fail: dict[int, BaseException]) -> FakeRecipe:
         """The same recipe, raising `fail[number]` in those trials instead of training."""
@@ -91,12 +98,14 @@ class FakeRecipe:
             error = self.fail[spec.number]
             raise type(error)(*error.args)  # a fresh one each call: no traceback piles up on a shared one
         budget, metric = spec.sweep.budget, spec.sweep.metric
+        self.meet(spec.output_dir.parent)
         steps = list(range(budget.eval_steps, budget.max_steps + 1, budget.eval_steps))
         if not steps or steps[-1] != budget.max_steps:
             steps.append(budget.max_steps)
         duration = 0.5 + spec.number if self.artifacts else 0.01
         history: list[dict[str, float]] = []
         for step in steps:
+            time.sleep(self.pause_s)
             loss = self.loss(spec, step)
             metrics = {"eval_loss": loss, "perplexity": math.exp(loss)}
             history.append({"step": step, **metrics})
@@ -119,6 +128,13 @@ class FakeRecipe:
             generations=generations,
             train_log=train_log if self.artifacts else [],
         )
+
+    def meet(self, study_dir: Path, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(list(study_dir.glob("trial-*"))) < self.rendezvous:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rendezvous: fewer than {self.rendezvous} workers started a trial")
+            time.sleep(0.05)
 
     @staticmethod
     def best(history: list[dict[str, float]], metric: str, maximize: bool) -> dict[str, float]:
@@ -153,3 +169,8 @@ reporting_recipe = FakeRecipe(r_weight=0.01, artifacts=True)
 steady_recipe = FakeRecipe(base=1.0, lr_weight=0.0, extra={"hit_rate": 0.5})
 """The same numbers for every trial (eval_loss 1 + 10/step, hit_rate 0.5): expectation verdicts with
 exact measured values (`sweep run` and the pytest plugin)."""
+parallel_recipe = FakeRecipe(base=1.0, lr_weight=0.0, rendezvous=2, pause_s=0.05)
+"""steady_recipe's numbers, for several `sweep run` processes on one study (`sweep run --recipe
+helpers:parallel_recipe`): each of two workers takes part in the first trials (rendezvous)."""
+slow_recipe = FakeRecipe(base=1.0, lr_weight=0.0, rendezvous=2, pause_s=0.5)
+"""The same, half a second before each eval: a worker can be killed mid-trial at an eval line."""

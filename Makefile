@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench lint install clean
+.PHONY: run test test-slow bench lint install clean base
 run: $(STAMP)
 	$(VENV)/bin/sweep run sweeps/pricer.yaml
 
@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 install: $(STAMP)
+
+# Rebuild the shipped builtin base (harness/builtin/tiny-llama-*; ~10 min on 2 cores). Bump its VERSION first.
+base: $(STAMP)
+	$(PY) -m harness.builtin.tiny_model
 
 $(STAMP): pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh

@@ -25,7 +25,7 @@ from harness.baselines import finite
 from harness.config import LOSS_METRICS, SweepConfig
 
 # The numbers a user of each task looks at first.
-HEADLINE = {"pricer": ("mae", "hit_rate"), "text": ("rougeL", "exact_match")}
+HEADLINE = {"pricer": ("mae", "r2", "hit_rate"), "text": ("rougeL", "exact_match")}
 ROW_FIELDS = ("prompt", "reference", "prediction_before", "prediction")
 # Columns of the baselines table, after the objective when it is a generation metric.
 TABLE = {"pricer": ("mae", "rmsle", "hit_rate", "r2"), "text": ("rougeL", "bleu", "exact_match")}

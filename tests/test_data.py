@@ -71,7 +71,7 @@ def test_generator_is_deterministic_per_seed():
 
 def test_generator_matches_golden_digest():
     # Pins the output across machines and Python versions. If you change the generator on purpose,
-    # update the digest AND bump harness.builtin.tiny_model.VERSION (the model is pre-trained on it).
+    # update the digest AND rebuild the builtin base (`make base`: its corpus comes from this generator).
     blob = json.dumps(generate_products(50, seed=0), sort_keys=True).encode()
     assert hashlib.sha256(blob).hexdigest()[:16] == "be2736dc3b4cc0f5"
 

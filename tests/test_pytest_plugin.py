@@ -6,7 +6,6 @@ recipe on the builtin model, which is what `pytest sweeps/` does for a user.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,12 @@ import pytest
 import yaml
 
 import harness.recipe  # noqa: F401
-from harness.builtin.tiny_model import default_cache_dir
 
 # datasets and the recipe stack are imported above on purpose: pytester's in-process runs drop the
 # modules first imported inside them, and datasets (pyarrow extension types) cannot be imported twice
 # in one process.
 
 pytest_plugins = ["pytester"]
-
-# pytester points HOME at its temp folder; the real-recipe test must still find the built tiny model.
-REAL_CACHE = default_cache_dir()
 
 # eval_loss 1 + 10/step in every trial (3.5 at the smoke run's step 4), hit_rate 0.5. pytester runs in this
 # process, where tests/ is on sys.path.
@@ -143,9 +138,8 @@ def test_an_invalid_sweep_file_is_a_collection_error_without_traceback(project):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
-def test_real_smoke_run(pytester, monkeypatch):
+def test_real_smoke_run(pytester):
     """No fake: the builtin 4-bit model really trains for a few steps and its metrics are checked."""
-    monkeypatch.setenv("HARNESS_CACHE", os.environ.get("HARNESS_CACHE") or str(REAL_CACHE))
     write(
         pytester,
         "sweeps/real.yaml",

@@ -276,9 +276,6 @@ def test_a_real_tiny_trial_logs_training_and_eval_lines(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from harness.builtin.tiny_model import ensure_tiny_model
-
-    ensure_tiny_model()  # cached after the first build (~1 min once per machine)
     cfg = sweep(
         tmp_path,
         "budget.n_trials=1",

@@ -1,15 +1,21 @@
-"""The builtin base model: a tiny Llama with its own BPE tokenizer, pre-trained offline, built once.
+"""The builtin base model: a tiny Llama with its own BPE tokenizer, pre-trained offline, shipped as files.
 
-QLoRA on a randomly initialised base barely learns, so the default model is pre-trained (about a minute
-on two CPU cores) on generated product descriptions -- never on the price task, which is what the LoRA
-adapters are for. The result is cached under $HARNESS_CACHE (default ~/.cache/harness) in a folder named
-after `VERSION`; bump it whenever anything below changes what gets built, so stale builds are not reused.
+QLoRA on a randomly initialised base barely learns, and a base that never saw a price can only learn the
+price distribution from a short fine-tune. So the default base is pre-trained on product listings that
+mention prices the way web text does (`corpus.py`, items disjoint from the pricer splits), like a real
+LLM that arrives knowing roughly what things cost; the LoRA trials teach the task's format and calibrate.
+
+The weights are built once by `make base` (about ten minutes on two CPU cores) and shipped in the package
+folder named after `VERSION` (~4 MB), so every machine trains on the same bytes and nobody waits for a
+build. `harness_meta.json` records how they were made, including a digest of the corpus: a test fails
+when the corpus or the recipe below changes without a rebuild. Bump `VERSION` whenever you rebuild.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import fcntl
+import hashlib
 import json
 import math
 import os
@@ -21,17 +27,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-VERSION = "tiny-llama-v1"
+from harness.builtin import corpus
+from harness.errors import HarnessError
+
+VERSION = "tiny-llama-v2"
+SHIPPED = Path(__file__).resolve().parent / VERSION
 META_FILE = "harness_meta.json"
-PRETRAIN_SEED = 1234  # not 0: the pricer splits use seed 0, and the base must not see those rows
+PRETRAIN_SEED = corpus.SEED
 HELDOUT_SEED = 4321
-N_DOCS = 6000
+N_DOCS = 30000
 VOCAB_SIZE = 1024
 SEQ_LEN = 128
 BATCH_SIZE = 16
-STEPS = 400
+STEPS = 4000
 LEARNING_RATE = 5e-3
-WARMUP_STEPS = 30
+WARMUP_STEPS = 100
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 # A plain role-tagged template, so chat-format datasets also work with the builtin model.
 CHAT_TEMPLATE = (
@@ -40,41 +50,44 @@ CHAT_TEMPLATE = (
 )
 
 
+class MissingModelError(HarnessError):
+    """The shipped weights are not where the package expects them (a partial checkout or install)."""
+
+
 def default_cache_dir() -> Path:
+    """Where harness keeps machine-local files it can rebuild (benchmark runs); not the model any more."""
     return Path(os.environ.get("HARNESS_CACHE") or "~/.cache/harness").expanduser()
 
 
-def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
-    """The folder of the builtin model, building it first if needed (once, even across processes)."""
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = cache / VERSION
-    if (final / META_FILE).exists():  # the meta file is written last, so its presence means complete
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / f".{VERSION}.lock"):
-        if (final / META_FILE).exists():  # another process built it while we waited
-            return final
-        print("harness: building the builtin tiny model once (~1 min)…", file=sys.stderr, flush=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}-", dir=cache))
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-            build_tiny_model(tmp)
-            if final.exists():  # a leftover without meta (e.g. copied by hand): not ours to trust
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+def ensure_tiny_model() -> Path:
+    """The folder of the shipped builtin model (its meta file is written last, so it means complete)."""
+    if not (SHIPPED / META_FILE).exists():
+        raise MissingModelError(
+            f"the builtin model's files are missing from {SHIPPED}; reinstall harness from a full checkout, "
+            "or rebuild them with `make base` (about ten minutes on two CPU cores)."
+        )
+    return SHIPPED
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the builder in another process is done
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def corpus_digest(texts: list[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
+def build_into(final: Path, steps: int = STEPS, n_docs: int = N_DOCS) -> dict[str, Any]:
+    """Build into a temp folder beside `final`, then swap it in: a failed build leaves `final` as it was."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        meta = build_tiny_model(tmp, steps=steps, n_docs=n_docs)
+        old = final.with_name(f".{final.name}-old")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
 
 
 @contextlib.contextmanager
@@ -91,18 +104,18 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def build_tiny_model(out_dir: Path) -> dict[str, Any]:
+def build_tiny_model(out_dir: Path, steps: int = STEPS, n_docs: int = N_DOCS) -> dict[str, Any]:
     """Train the tokenizer, pre-train the model, save both (safetensors) and `harness_meta.json`."""
     import torch
     from transformers import LlamaForCausalLM
 
     start = time.perf_counter()
-    texts = descriptions(N_DOCS, PRETRAIN_SEED)
+    texts = corpus.pretraining_texts(n_docs, PRETRAIN_SEED)
     tokenizer = train_tokenizer(texts)
     torch.manual_seed(PRETRAIN_SEED)
     model = LlamaForCausalLM(model_config(tokenizer))
-    train_loss = pretrain(model, pack(tokenizer, texts), steps=STEPS, seed=PRETRAIN_SEED)
-    heldout = heldout_loss(model, tokenizer, descriptions(500, HELDOUT_SEED))
+    train_loss = pretrain(model, pack(tokenizer, texts), steps=steps, seed=PRETRAIN_SEED)
+    heldout = heldout_loss(model, tokenizer, corpus.pretraining_texts(500, HELDOUT_SEED))
     with _quiet_progress_bars():
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
@@ -110,20 +123,20 @@ def build_tiny_model(out_dir: Path) -> dict[str, Any]:
         "version": VERSION,
         "params": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
-        "steps": STEPS,
+        "documents": len(texts),
+        "corpus_sha256": corpus_digest(texts),
+        "steps": steps,
+        "batch_size": BATCH_SIZE,
+        "seq_len": SEQ_LEN,
+        "learning_rate": LEARNING_RATE,
         "pretrain_loss": round(train_loss, 4),
         "heldout_loss": round(heldout, 4),
         "seconds": round(time.perf_counter() - start, 1),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
-
-
-def descriptions(n: int, seed: int) -> list[str]:
-    from harness.builtin.pricer_data import generate_products
-
-    return [p["text"] for p in generate_products(n, seed)]
 
 
 def train_tokenizer(texts: list[str]) -> Any:
@@ -225,3 +238,18 @@ def heldout_loss(model: Any, tokenizer: Any, texts: list[str]) -> float:
     with torch.no_grad():
         losses = [model(input_ids=b, labels=b).loss.item() for b in blocks.split(32)]
     return sum(losses) / len(losses)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`make base`: rebuild the shipped weights (or a quick build elsewhere, for checking the recipe)."""
+    parser = argparse.ArgumentParser(prog="python -m harness.builtin.tiny_model", description=main.__doc__)
+    parser.add_argument("out", nargs="?", type=Path, default=SHIPPED, help=f"folder to build (default {SHIPPED})")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--docs", type=int, default=N_DOCS)
+    args = parser.parse_args(argv)
+    meta = build_into(args.out, steps=args.steps, n_docs=args.docs)
+    print(json.dumps(meta, indent=2), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -136,7 +136,7 @@ def setup(tmp_path: Path, case: Case) -> list[str]:
         text = (
             (ROOT / "sweeps/pricer.yaml")
             .read_text()
-            .replace("../search_spaces/qlora.yaml", str(ROOT / "search_spaces/qlora.yaml"))
+            .replace("../search_spaces/", f"{ROOT / 'search_spaces'}/")
         )
     (tmp_path / "sweep.yaml").write_text(text)
     for name, content in case.files.items():

@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 import torch
 
-from harness.builtin import BUILTIN_DATASET, BUILTIN_MODEL
-from harness.builtin import corpus, pricer_data
+from harness.builtin import BUILTIN_DATASET, BUILTIN_MODEL, corpus, pricer_data
 from harness.builtin import tiny_model as tm
 from harness.config import SweepConfig
-from harness.prices import parse_price, price_metrics
 from harness.data import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
+from harness.prices import parse_price, price_metrics
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,9 @@ def test_corpus_never_shows_a_pricer_item_or_the_task_format(documents: list[str
 def test_corpus_talks_about_prices_like_web_text(documents: list[str]):
     priced = [d for d in documents if re.search(r"\d+ (dollars|USD|US dollars|bucks)\.|USD \d+\.", d)]
     assert 0.75 < len(priced) / len(documents) < 0.95  # most listings name a price, some do not
-    assert any(d.startswith(("Listed", "Priced", "Sells", "Yours", "Our", "Now", "Costs", "Usually")) for d in priced)
+    assert any(
+        d.startswith(("Listed", "Priced", "Sells", "Yours", "Our", "Now", "Costs", "Usually")) for d in priced
+    )
     assert any("around " in d for d in priced) and any("Listed at " in d for d in priced)
     # The price named is the item's own (exactly, or rounded to 5 or 10 dollars).
     items = pricer_data.generate_products(200, corpus.SEED)
@@ -114,7 +115,10 @@ def _zero_shot_prices(model: Any, tok: Any, texts: list[str], cue: str) -> list[
     enc = tok([f"{t}{cue}" for t in texts], return_tensors="pt", padding=True)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
-    return [parse_price(a) for a in tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
+    return [
+        parse_price(a)
+        for a in tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    ]
 
 
 def test_shipped_model_loads_in_4bit_fits_the_rows_and_knows_prices():
@@ -184,7 +188,12 @@ def test_build_replaces_the_folder_atomically_and_pretrains(tmp_path: Path):
     model = AutoModelForCausalLM.from_pretrained(out)
     torch.manual_seed(0)
     heldout = corpus.pretraining_texts(100, seed=2024)
-    assert tm.heldout_loss(model, tok, heldout) < tm.heldout_loss(LlamaForCausalLM(model.config), tok, heldout) - 1
+    assert (
+        tm.heldout_loss(model, tok, heldout)
+        < tm.heldout_loss(LlamaForCausalLM(model.config), tok, heldout) - 1
+    )
     enc = tok([format_pricer_prompt(text)], return_tensors="pt")
     generated = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert generated.shape[1] > enc["input_ids"].shape[1] and format_pricer_prompt(text).endswith(PRICER_RESPONSE)
+    assert generated.shape[1] > enc["input_ids"].shape[1] and format_pricer_prompt(text).endswith(
+        PRICER_RESPONSE
+    )

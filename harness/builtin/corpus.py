@@ -46,7 +46,11 @@ def pretraining_texts(n: int, seed: int = SEED) -> list[str]:
     """Up to `n` documents (fewer by any item that collides with a pricer split), identical on every run."""
     avoid = split_texts()
     rng = random.Random(seed + 1)  # the phrasing's own stream, so the items do not depend on it
-    return [_document(item["text"], item["price"], rng) for item in generate_products(n, seed) if item["text"] not in avoid]
+    return [
+        _document(item["text"], item["price"], rng)
+        for item in generate_products(n, seed)
+        if item["text"] not in avoid
+    ]
 
 
 def _document(text: str, price: float, rng: random.Random) -> str:

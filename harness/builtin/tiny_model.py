@@ -243,7 +243,9 @@ def heldout_loss(model: Any, tokenizer: Any, texts: list[str]) -> float:
 def main(argv: list[str] | None = None) -> None:
     """`make base`: rebuild the shipped weights (or a quick build elsewhere, for checking the recipe)."""
     parser = argparse.ArgumentParser(prog="python -m harness.builtin.tiny_model", description=main.__doc__)
-    parser.add_argument("out", nargs="?", type=Path, default=SHIPPED, help=f"folder to build (default {SHIPPED})")
+    parser.add_argument(
+        "out", nargs="?", type=Path, default=SHIPPED, help=f"folder to build (default {SHIPPED})"
+    )
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--docs", type=int, default=N_DOCS)
     args = parser.parse_args(argv)

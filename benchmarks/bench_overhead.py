@@ -139,9 +139,6 @@ def warm_up_imports() -> None:
 
     import harness.recipe  # noqa: F401
     import harness.runner  # noqa: F401
-    from harness.builtin.tiny_model import ensure_tiny_model
-
-    ensure_tiny_model()  # built once per machine and cached: not a per-sweep cost
 
 
 def main() -> list[str]:

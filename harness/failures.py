@@ -112,15 +112,8 @@ def _start_time(pid: int) -> str | None:
 
 
 def owner() -> dict[str, Any]:
-    host = socket.gethostname()
     pid = os.getpid()
-    return {
-        "pid": pid,
-        "host": host,
-        "pid_start": _start_time(pid),
-        "device": device(),
-        "worker": f"{host}:{pid}",
-    }
+    return {"pid": pid, "host": socket.gethostname(), "pid_start": _start_time(pid), "device": device()}
 
 
 def device() -> str:

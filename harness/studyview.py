@@ -184,7 +184,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def worker_text(attrs: dict[str, Any]) -> str | None:
     """Who ran a trial: `host:pid (device)` from the user attrs failures.mark_start writes."""
-    worker = attrs.get("worker") or (f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None)
+    worker = f"{attrs.get('host')}:{attrs['pid']}" if "pid" in attrs else None
     if worker and attrs.get("device"):
         return f"{worker} ({attrs['device']})"
     return worker

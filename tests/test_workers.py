@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -299,7 +300,7 @@ def test_status_and_report_show_who_runs_each_trial(tmp_path):
     for k, v in {**failures.owner(), "device": "cuda:3"}.items():
         live.set_user_attr(k, v)
     lines = status.status_lines(load(tmp_path, None), "sqlite:///x")
-    me = f"{failures.owner()['worker']} (cuda:3)"
+    me = f"{socket.gethostname()}:{os.getpid()} (cuda:3)"
     assert "running: trial 2  no eval yet" in "\n".join(lines) and f"workers: 1 live: {me}" in lines[-2]
     frame = studyview.trials_frame(load(tmp_path, None))
     assert list(frame.columns[-2:]) == ["worker", "fail_reason"]

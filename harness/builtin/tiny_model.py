@@ -8,7 +8,8 @@ LLM that arrives knowing roughly what things cost; the LoRA trials teach the tas
 The weights are built once by `make base` (about ten minutes on two CPU cores) and shipped in the package
 folder named after `VERSION` (~4 MB), so every machine trains on the same bytes and nobody waits for a
 build. `harness_meta.json` records how they were made, including a digest of the corpus: a test fails
-when the corpus or the recipe below changes without a rebuild. Bump `VERSION` whenever you rebuild.
+when the corpus or the settings it records (steps, batch, sequence length, learning rate, vocabulary)
+change without a rebuild. Bump `VERSION` whenever you rebuild.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def build_into(final: Path, steps: int = STEPS, n_docs: int = N_DOCS) -> dict[st
         tmp.chmod(0o755)  # mkdtemp makes it private
         meta = build_tiny_model(tmp, steps=steps, n_docs=n_docs)
         old = final.with_name(f".{final.name}-old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a build killed mid-swap: os.replace needs it gone
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)

@@ -3,7 +3,7 @@
 Reading a file, applying overrides and turning problems into one error is sweepfile.py's job;
 `sweepfile.load` returns a frozen `SweepConfig` whose `parameters` hold the parsed search space
 (`ParamSpec`s) and whose `expectations` hold the parsed `expect:` block, so nothing downstream re-parses.
-This module imports nothing else of harness but errors (it sits at the bottom of the import graph).
+This module imports nothing else of harness but errors and paramspec (the bottom of the import graph).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import ConfigError, check_name, closest
+from harness.paramspec import ParamSpec
 
 # Metrics every task reports; tasks add their own (evaluation.py is the source of truth for values).
 LOSS_METRICS = ("eval_loss", "perplexity")
@@ -24,6 +25,24 @@ PRICER_METRICS = ("mae", "rmsle", "hit_rate", "r2", "unparseable_rate")
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "text": LOSS_METRICS + TEXT_METRICS,
     "pricer": LOSS_METRICS + TEXT_METRICS + PRICER_METRICS,
+}
+# What each trainer measures at every eval, besides the task's generation metrics (recipes/*.py). DPO's
+# eval_loss is the DPO loss; GRPO adds `reward_<function>` per reward function.
+TRAINER_METRICS: dict[str, tuple[str, ...]] = {
+    "sft": LOSS_METRICS,
+    "dpo": ("eval_loss", "rewards_accuracy", "rewards_margin", "rewards_chosen", "rewards_rejected"),
+    "grpo": ("reward", "reward_std", "kl", "clipped_ratio"),
+}
+DPO_LOSSES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+DataFormat = Literal["auto", "prompt-completion", "conversational", "preference", "prompt-only"]
+# Which row formats each trainer trains on (data.py detects `auto`; formats.py reads the last two).
+TRAINER_FORMATS: dict[str, tuple[str, ...]] = {
+    "sft": ("prompt-completion", "conversational"),
+    "dpo": ("preference",),
+    "grpo": ("prompt-only",),
 }
 
 
@@ -109,6 +128,11 @@ class DatasetConfig(Strict):
     """pricer on a hub/local dataset: the column with the true price."""
     messages_column: str = "messages"
     """Chat datasets: the column with a list of {role, content}; the last assistant turn is the completion."""
+    format: DataFormat = "auto"
+    """Row format (trl's names): `prompt-completion` (or a template, text, pricer columns) and
+    `conversational` (`messages`) for sft; `preference` (`prompt`/`chosen`/`rejected`, strings or message
+    lists, or `chosen`/`rejected` with the prompt implicit in them) for dpo; `prompt-only` (`prompt`, plus
+    any columns the reward functions read) for grpo. `auto` detects it from the columns and the trainer."""
 
 
 Truncation = Literal["keep_answer", "right", "drop"]
@@ -142,6 +166,29 @@ class TrainingConfig(Strict):
     """Train only on completion tokens; the prompt is context."""
     response_template: str | None = None
     """For datasets with a single text column: the string where the completion starts (e.g. 'Price is $')."""
+    # DPO and GRPO settings (trl's names); searchable like the others.
+    beta: float | None = Field(None, ge=0)
+    """dpo: how far the policy may move from the reference (trl default 0.1); grpo: the KL weight (trl
+    default 0.0: no reference pass). The reference is always the base with the adapter disabled."""
+    loss_type: str = "sigmoid"
+    """dpo: the preference loss (trl's DPO loss types: sigmoid, hinge, ipo, robust, ...)."""
+    num_generations: int = Field(4, ge=2)
+    """grpo: completions sampled per prompt. The effective batch (per_device_train_batch_size *
+    gradient_accumulation_steps) must be a multiple of it: it holds batch/num_generations prompts."""
+    temperature: float = Field(1.0, gt=0)
+    """grpo: sampling temperature of the training generations (validation generates greedily)."""
+    max_completion_length: int = Field(16, gt=0)
+    """grpo: tokens generated per completion, in training and validation."""
+    reward_functions: list[str] = []
+    """grpo: builtin `price_accuracy`, `number_format`, or `module:function` beside the sweep file, called as
+    f(prompts, completions, **columns) -> one float per completion."""
+    reward_weights: list[float] | None = None
+    """grpo: one weight per reward function (default all 1.0); the reward is their weighted sum."""
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        return _one_of(v, DPO_LOSSES, "trl DPO loss type")
 
     @field_validator("optim")
     @classmethod
@@ -154,18 +201,22 @@ class TrainingConfig(Strict):
         return _one_of(v, SCHEDULERS, "transformers learning-rate scheduler")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Search space: one entry of a W&B `parameters:` block (search_space.py maps it onto Optuna)
+def known_metrics(
+    task: str, trainer: str = "sft", rewards: list[str] | tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Every metric a sweep reports: the task's, the trainer's, and GRPO's `reward_<function>` ones."""
+    per_function = tuple(f"reward_{reward_name(r)}" for r in rewards) if trainer == "grpo" else ()
+    names = TASK_METRICS.get(task, ()) + TRAINER_METRICS.get(trainer, ()) + per_function
+    return tuple(dict.fromkeys(names))
 
-Distribution = Literal[
-    "constant",
-    "categorical",
-    "uniform",
-    "int_uniform",
-    "log_uniform_values",
-    "log_uniform",
-    "q_uniform",
-]
+
+def reward_name(spec: str) -> str:
+    """`price_accuracy` -> price_accuracy; `my_rewards:length_penalty` -> length_penalty."""
+    return spec.rpartition(":")[2].rpartition(".")[2]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Search space: one entry of a W&B `parameters:` block is a ParamSpec (paramspec.py; search_space.py maps it)
 
 # Tunable names are TrainingConfig fields, plus the "alpha = k * r" form.
 NOT_TUNABLE = {
@@ -175,81 +226,10 @@ NOT_TUNABLE = {
     "completion_only_loss",
     "response_template",
     "gradient_checkpointing",
+    "reward_functions",
+    "reward_weights",
 }
 TUNABLE = tuple(f for f in TrainingConfig.model_fields if f not in NOT_TUNABLE) + ("lora_alpha_multiple",)
-
-
-class ParamSpec(BaseModel):
-    """One entry of a W&B `parameters:` block."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    value: Any = None
-    values: list[Any] | None = None
-    min: float | None = None
-    max: float | None = None
-    distribution: Distribution | None = None
-    q: float | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _infer_distribution(cls, data: Any) -> Any:
-        """W&B's defaults: int min/max -> int_uniform, float min/max -> uniform (decided before coercion)."""
-        if isinstance(data, dict) and "distribution" not in data and "min" in data and "max" in data:
-            ints = all(isinstance(data[k], int) and not isinstance(data[k], bool) for k in ("min", "max"))
-            data = {**data, "distribution": "int_uniform" if ints else "uniform"}
-        return data
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ParamSpec:
-        forms = [
-            self.value is not None,
-            self.values is not None,
-            self.min is not None or self.max is not None,
-        ]
-        if sum(forms) != 1:
-            raise ValueError("give exactly one of `value`, `values`, or `min`+`max`")
-        if self.values is not None and not self.values:
-            raise ValueError("`values` is empty")
-        if self.min is not None and self.max is not None:
-            if self.min > self.max:
-                raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
-            if self.kind == "log_uniform_values" and self.min <= 0:
-                raise ValueError(f"log_uniform_values needs min > 0 (got min {self.min:g})")
-            if self.kind == "q_uniform" and (self.q is None or self.q <= 0):
-                raise ValueError("q_uniform needs a step `q` > 0")
-            if self.kind in ("constant", "categorical"):
-                raise ValueError(f"distribution {self.kind!r} takes `value`/`values`, not min/max")
-        elif forms[2]:
-            raise ValueError("`min` and `max` go together")
-        elif self.distribution not in (None, "constant", "categorical"):
-            raise ValueError(f"distribution {self.distribution!r} needs `min` and `max`")
-        return self
-
-    @property
-    def kind(self) -> Distribution:
-        if self.distribution:
-            return self.distribution
-        return "constant" if self.value is not None else "categorical"
-
-    def bounds(self) -> tuple[float, float]:
-        """min and max of a range form (the validator guarantees both are set)."""
-        if self.min is None or self.max is None:
-            raise ValueError(f"a {self.kind} parameter has no min/max")
-        return float(self.min), float(self.max)
-
-    def candidates(self) -> list[Any]:
-        """Values worth validating against the training schema: the extremes and every listed value."""
-        if self.value is not None:
-            return [self.value]
-        if self.values is not None:
-            return list(self.values)
-        lo, hi = self.bounds()
-        if self.kind == "log_uniform":
-            return [math.exp(lo), math.exp(hi)]
-        if self.kind == "int_uniform":
-            return [int(lo), int(hi)]
-        return [lo, hi]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -373,6 +353,9 @@ class SweepConfig(Strict):
     description: str = ""
     tags: list[str] = []
     task: Literal["pricer", "text"] = "pricer"
+    trainer: Literal["sft", "dpo", "grpo"] = "sft"
+    """What each trial trains with (trl): `sft` on prompt/completion or chat rows, `dpo` on preference pairs,
+    `grpo` on prompts with `training.reward_functions`. A grpo sweep without `metric:` maximizes `reward`."""
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig = DatasetConfig()
     search_space: str | None = None
@@ -413,9 +396,17 @@ class SweepConfig(Strict):
         except ConfigError as e:
             raise ValueError(str(e)) from None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _grpo_maximizes_reward(cls, data: Any) -> Any:
+        """GRPO trains no likelihood of a reference answer: its natural objective is the validation reward."""
+        if isinstance(data, dict) and data.get("trainer") == "grpo" and not {"metric", "metrics"} & set(data):
+            data = {**data, "metric": {"name": "reward", "goal": "maximize"}}
+        return data
+
     @model_validator(mode="after")
     def _metric_exists(self) -> SweepConfig:
-        known = TASK_METRICS[self.task]
+        known = known_metrics(self.task, self.trainer, self.training.reward_functions)
         custom = bool(self.evaluation.custom)
         problems = []
         named = (

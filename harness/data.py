@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 import string
@@ -27,9 +26,10 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
+from harness import formats
 from harness.config import SweepConfig
 from harness.errors import DataError, HarnessError
-from harness.prices import parse_price
+from harness.prices import to_price
 
 PRICER_QUESTION = "How much does this cost to the nearest dollar?"
 PRICER_RESPONSE = "Price is $"
@@ -95,7 +95,7 @@ def load_splits(cfg: SweepConfig, tokenizer: Any | None = None) -> Splits:
                 f"{where}: the {name} split is empty after splitting {len(train_raw)} rows; {fix}."
             )
     with_price = cfg.task == "pricer"
-    return Splits(*(_to_dataset(rows, with_price) for rows in (train, validation, test)))
+    return Splits(*(_to_dataset(rows, with_price, cfg.trainer) for rows in (train, validation, test)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -107,7 +107,10 @@ def _read_source(cfg: SweepConfig) -> tuple[dict[str, list[Row]], str]:
     if source.startswith("builtin:"):
         if source not in BUILTIN_SOURCES:
             raise DataError(f"unknown builtin dataset {source!r}; available: {', '.join(BUILTIN_SOURCES)}.")
-        return _read_builtin_pricer(), source
+        raw = _read_builtin_pricer()
+        if cfg.trainer == "dpo":  # the same items as preference pairs (formats.py)
+            raw = {k: formats.pricer_pairs(rows, format_pricer_completion) for k, rows in raw.items()}
+        return raw, source
     path = cfg.resolve_path(source)
     looks_local = path.suffix.lower() in FILE_LIKE_EXTENSIONS or source.startswith((".", "/", "~"))
     if path.exists() or looks_local:
@@ -256,6 +259,9 @@ def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) 
     ds, task = cfg.dataset, cfg.task
     cols = _columns(rows)
     found = f"found columns: {', '.join(cols) or 'none'}"
+    if cfg.trainer != "sft":
+        rows = formats.format_rows(rows, cfg.trainer, ds.format, tokenizer, where)
+        return formats.with_prices(rows, ds.price_column, where) if task == "pricer" else rows
     if ds.template is not None:
         fmt = _template_formatter(ds.template.prompt, ds.template.completion, cols, where, found)
     elif "prompt" in cols and "completion" in cols:
@@ -286,9 +292,9 @@ def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) 
             continue
         if task == "pricer":
             # The truth: the formatter's, else the price column, else the number in the completion.
-            price = _to_price(item["price"]) if "price" in item else _to_price(row.get(ds.price_column))
+            price = to_price(item["price"]) if "price" in item else to_price(row.get(ds.price_column))
             if price is None:
-                price = _to_price(item["completion"])
+                price = to_price(item["completion"])
             if price is None:
                 dropped["no usable price"] += 1
                 continue
@@ -378,7 +384,7 @@ def _response_template_formatter(column: str, template: str, rows: list[Row], wh
 
 def _pricer_formatter(text_column: str, price_column: str) -> Formatter:
     def fmt(row: Row) -> Row | str:
-        price = _to_price(row.get(price_column))
+        price = to_price(row.get(price_column))
         if price is None:
             return "no usable price"
         return {
@@ -392,14 +398,6 @@ def _pricer_formatter(text_column: str, price_column: str) -> Formatter:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
-
-
-def _to_price(value: Any) -> float | None:
-    """A positive finite price from a number or text like '$1,299.00'; None if there is none."""
-    if isinstance(value, bool) or value is None:
-        return None
-    price = float(value) if isinstance(value, (int, float)) else parse_price(str(value))
-    return price if price is not None and math.isfinite(price) and price > 0 else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -454,7 +452,7 @@ def generation_subset(validation: Any, cfg: SweepConfig) -> list[Row]:
     return seeded_subset(validation, cfg.evaluation.samples, cfg.seed + 1)
 
 
-def _to_dataset(rows: list[Row], with_price: bool) -> Dataset:
+def _to_dataset(rows: list[Row], with_price: bool, trainer: str = "sft") -> Dataset:
     columns: dict[str, list[Any]] = {
         "prompt": [r["prompt"] for r in rows],
         "completion": [r["completion"] for r in rows],
@@ -463,4 +461,11 @@ def _to_dataset(rows: list[Row], with_price: bool) -> Dataset:
     if with_price:
         columns["price"] = [float(r["price"]) for r in rows]
         features["price"] = Value("float64")
-    return Dataset.from_dict(columns, features=Features(features))
+    if trainer == "sft":
+        return Dataset.from_dict(columns, features=Features(features))
+    # dpo: chosen/rejected; grpo: the columns reward functions read (their types inferred from the rows)
+    extra = [c for c in _columns(rows) if c not in columns]
+    ds = Dataset.from_dict(columns, features=Features(features))
+    for c in extra:
+        ds = ds.add_column(c, [r.get(c) for r in rows])
+    return ds

@@ -58,3 +58,8 @@ def check_name(name: str, what: str = "name") -> str:
             "without '/', '..' or a leading '~' or '-'."
         )
     return name
+
+
+class RewardFailed(TrialFailed):
+    """A GRPO reward function raised, or returned the wrong number of rewards: that trial fails, and its
+    reason names the function."""

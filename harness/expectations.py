@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,7 +77,10 @@ class Outcome:
 
 
 def parse_expectations(
-    raw: Mapping[str, Any] | None, task: str = "pricer", custom_metrics: bool = False
+    raw: Mapping[str, Any] | None,
+    task: str = "pricer",
+    custom_metrics: bool = False,
+    known: Sequence[str] | None = None,
 ) -> list[Expectation]:
     """Validate an `expect:` block; one ConfigError lists every problem (the caller adds the file name).
 
@@ -96,7 +99,7 @@ def parse_expectations(
     if not isinstance(in_smoke, bool):
         problems.append(f"smoke: must be true or false (got {in_smoke!r})")
         in_smoke = True
-    known = TASK_METRICS.get(task, ())
+    known = tuple(known) if known is not None else TASK_METRICS.get(task, ())  # + the trainer's (config)
     out: list[Expectation] = []
     for metric, spec in raw.items():
         if metric in RESERVED:

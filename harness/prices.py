@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,14 @@ def parse_price(text: str | None) -> float | None:
     value = float(m.group("num").replace(",", ""))
     # float() of a very long digit string can overflow to inf; that is not a usable price either.
     return value if math.isfinite(value) else None
+
+
+def to_price(value: Any) -> float | None:
+    """A positive finite price from a number or text like '$1,299.00'; None if there is none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    price = float(value) if isinstance(value, (int, float)) else parse_price(str(value))
+    return price if price is not None and math.isfinite(price) and price > 0 else None
 
 
 def _rel_error(err: float, true: float) -> float:

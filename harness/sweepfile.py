@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.config import TASK_METRICS, ParamSpec, SweepConfig
+from harness import trainers
+from harness.config import TASK_METRICS, ParamSpec, SweepConfig, known_metrics
 from harness.errors import ConfigError, closest
 from harness.expectations import parse_expectations
 from harness.search_space import parse_parameters
@@ -144,14 +145,20 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         task = data.get("task") if data.get("task") in TASK_METRICS else "pricer"
         evaluation = data.get("evaluation")
         custom = isinstance(evaluation, dict) and bool(evaluation.get("custom"))
+        trainer = cfg.trainer if cfg is not None else "sft"
+        reward_fns = cfg.training.reward_functions if cfg is not None else []
         try:
-            expectations = parse_expectations(expect, str(task), custom_metrics=custom)
+            expectations = parse_expectations(
+                expect, str(task), custom_metrics=custom, known=known_metrics(str(task), trainer, reward_fns)
+            )
         except ConfigError as e:
             problems.append(f"  - expect: {e}")
     if problems or cfg is None:
         raise problems_error(str(path), problems)
     params = load_parameters(cfg, inline)
-    return cfg.model_copy(update={"parameters": params, "expectations": tuple(expectations)})
+    cfg = cfg.model_copy(update={"parameters": params, "expectations": tuple(expectations)})
+    trainers.check(cfg)  # needs the search space: GRPO's batches must hold whole generation groups
+    return cfg
 
 
 def load_parameters(cfg: SweepConfig, inline: dict[str, Any]) -> dict[str, ParamSpec]:

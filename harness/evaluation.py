@@ -162,7 +162,32 @@ def generate(
 ) -> list[str]:
     """Greedy completions of `prompts`, in order: only the new text, cut at the first newline if asked,
     and stripped. A prompt is token ids (tokenize.Encoded.prompt_ids: what training put before the
-    completion, shortened by the truncation rule) or text (tokenized whole, with BOS).
+    completion, shortened by the truncation rule) or text (tokenized whole, with BOS)."""
+    if not prompts:
+        return []
+    if isinstance(prompts[0], str):  # tokenized whole: the prompt ids training and eval put first
+        encoded = encode_prompts(tokenizer, [str(p) for p in prompts])
+    else:
+        encoded = [[int(t) for t in p] for p in prompts]
+    results = []
+    for new, _ in generate_ids(model, tokenizer, encoded, max_new_tokens, batch_size, stop_at_newline):
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        if stop_at_newline:
+            text = text.split("\n", 1)[0]
+        results.append(text.strip())
+    return results
+
+
+def generate_ids(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    stop_at_newline: bool = False,
+) -> list[tuple[list[int], bool]]:
+    """Greedy continuations of prompt ids, in order: (the new ids up to EOS, whether EOS came before
+    max_new_tokens ran out).
 
     Batched with LEFT padding (so every row's last prompt token sits at the same position and the new
     tokens line up) and the KV cache. Padding is done here by hand, so the tokenizer is never mutated
@@ -171,7 +196,7 @@ def generate(
     """
     if batch_size <= 0 or max_new_tokens <= 0:
         raise ValueError(f"need batch_size > 0 and max_new_tokens > 0, got {batch_size}, {max_new_tokens}")
-    if not prompts:
+    if not encoded:
         return []
     from transformers import GenerationConfig  # local: keeps `import harness.evaluation` light
 
@@ -188,14 +213,9 @@ def generate(
         pad_token_id=pad_id,
         eos_token_id=sorted(stop_ids) or None,
     )
-
-    if isinstance(prompts[0], str):  # tokenized whole: the prompt ids training and eval put first
-        encoded = encode_prompts(tokenizer, [str(p) for p in prompts])
-    else:
-        encoded = [[int(t) for t in p] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     device = _device(model)
-    results: list[str] = [""] * len(prompts)
+    results: list[tuple[list[int], bool]] = [([], False)] * len(encoded)
     was_training = model.training
     model.eval()
     try:
@@ -218,11 +238,8 @@ def generate(
                     new = out[r, width:].tolist()
                     # Finished rows are filled with pad; the pad id may be an ordinary token, so cut at EOS
                     # ourselves instead of trusting skip_special_tokens to drop it.
-                    cut = next((k for k, t in enumerate(new) if t in eos_ids), len(new))
-                    text = tokenizer.decode(new[:cut], skip_special_tokens=True)
-                    if stop_at_newline:
-                        text = text.split("\n", 1)[0]
-                    results[i] = text.strip()
+                    cut = next((k for k, t in enumerate(new) if t in eos_ids), None)
+                    results[i] = (new[:cut], cut is not None)
     finally:
         model.train(was_training)
     return results

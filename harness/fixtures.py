@@ -225,8 +225,9 @@ class Fixtures:
 
     model: Any
     tokenizer: Any
-    train: Any  # datasets.Dataset with input_ids, labels (ready for the Trainer, no re-tokenizing)
+    train: Any  # sft: datasets.Dataset with input_ids, labels (no re-tokenizing); dpo/grpo: the text rows
     eval_batches: list[dict[str, torch.Tensor]]  # fixed validation subset for loss/perplexity
+    eval_rows: list[dict[str, Any]]  # the same subset as rows (dpo: its pairs; grpo: its prompts)
     generation_rows: list[dict[str, Any]]  # fixed validation subset for generation metrics (rows that fit)
     test_rows: list[dict[str, Any]]
     device: str
@@ -240,6 +241,18 @@ def _tokenized(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> tuple
 
     t = sweep.training
     data = splits(_data_key(sweep), sweep, tok)
+    if sweep.trainer != "sft":
+        # trl's DPO/GRPO trainers tokenize their own formats; the length figures are for prompt+answer
+        # (dpo: chosen), and only where the rows carry an answer (grpo's reference is optional).
+        with_answer = {
+            name: ds.filter(lambda r: bool(r["completion"])) for name, ds in data.as_dict().items()
+        }
+        report = {
+            name: lengths.summary(encode_rows(ds, tok, t), t.max_seq_length, t.truncation)
+            for name, ds in with_answer.items()
+            if len(ds)
+        }
+        return data.train, report
     encoded = {
         name: encode_rows(ds, tok, t, completion_only=t.completion_only_loss if name == "train" else True)
         for name, ds in data.as_dict().items()
@@ -261,8 +274,7 @@ def _tokenized(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> tuple
 def _eval_batches(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> list[dict[str, torch.Tensor]]:
     from harness.evaluation import eval_batches
 
-    data = splits(_data_key(sweep), sweep, tok)
-    rows = _subset(data.validation, sweep.dataset.max_eval_rows, sweep.seed)
+    rows = _eval_rows(sweep, tok)
     t = sweep.training
     return eval_batches(
         rows,
@@ -272,6 +284,12 @@ def _eval_batches(sweep_key: dict[str, Any], sweep: SweepConfig, tok: Any) -> li
         truncation=t.truncation,
         response_template=t.response_template,
     )
+
+
+def _eval_rows(sweep: SweepConfig, tok: Any) -> list[dict[str, Any]]:
+    """The fixed, seeded validation subset every eval measures (`dataset.max_eval_rows` rows)."""
+    data = splits(_data_key(sweep), sweep, tok)
+    return _subset(data.validation, sweep.dataset.max_eval_rows, sweep.seed)
 
 
 def _fitting(rows: list[dict[str, Any]], tok: Any, training: TrainingConfig) -> list[dict[str, Any]]:
@@ -293,6 +311,7 @@ def _data_key(sweep: SweepConfig) -> dict[str, Any]:
         "task": sweep.task,
         "response_template": sweep.training.response_template,
         "model": sweep.model.name,  # chat datasets are rendered with the model's chat template
+        "trainer": sweep.trainer,  # dpo reads pairs, grpo prompts
         "source": str(Path(sweep.source_path).parent) if sweep.source_path else None,
     }
 
@@ -324,6 +343,7 @@ def get(sweep: SweepConfig) -> Fixtures:
         tokenizer=tok,
         train=train,
         eval_batches=_eval_batches(_tok_key(sweep), sweep, tok),
+        eval_rows=_eval_rows(sweep, tok),
         generation_rows=_fitting(generation_rows, tok, sweep.training),
         test_rows=[data.test[i] for i in range(len(data.test))],
         device=device(),

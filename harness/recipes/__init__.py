@@ -1,0 +1,1 @@
+"""One module per trainer (sft, dpo, grpo) and what they share (common); harness/recipe.py runs a trial."""

@@ -8,7 +8,7 @@ Inside it, from this process (no harness edits), by wrapping the libraries' own 
 - train: each optimizer step, from fetching its batches (Trainer.get_batch_samples) through on_step_begin
   .. on_step_end (forward, backward, clipping, optimizer and scheduler step), measured by a callback put
   first in the Trainer's list so it stops the clock before harness's eval callback runs;
-- eval: harness.recipe.evaluate and harness.recipe.score (token-weighted loss, generation metrics), where
+- eval: harness.recipes.common.evaluate and .score (token-weighted loss, generation metrics), where
   ever they are called from (per-eval, end of trial, the study's untrained-base baseline).
 
 overhead = (wall - train - eval) / wall: Trainer construction, LoRA attach/detach, adapter snapshots,
@@ -55,6 +55,8 @@ class Clock:
         from trl import SFTTrainer
 
         import harness.recipe as recipe
+        import harness.recipes.common as common
+        import harness.recipes.sft as sft
 
         clock = self
 
@@ -86,15 +88,17 @@ class Clock:
         self.parts: dict[str, float] = {}
         for owner, name, key in (
             (fixtures, "get", "load+tokenize"),
-            (recipe, "save_checkpoint", "checkpoints"),
+            (common, "save_checkpoint", "checkpoints"),  # looked up where EvalLoop calls it
             (SFTTrainer, "__init__", "Trainer init"),
         ):
             if hasattr(owner, name):
                 self._patch(owner, name, self._timed_part(getattr(owner, name), key))
         self._patch(SFTTrainer, "train", train)
         self._patch(SFTTrainer, "get_batch_samples", get_batch_samples)
-        for name in ("evaluate", "score"):
-            self._patch(recipe, name, self._timed_eval(getattr(recipe, name)))
+        # Each at every module that calls it (a name is looked up in the caller's module): the eval loop's
+        # measure (sft), the final scoring (recipe) and evaluate's own generation pass (common).
+        for owner, name in ((sft, "evaluate"), (recipe, "score"), (common, "score")):
+            self._patch(owner, name, self._timed_eval(getattr(owner, name)))
 
     def _timed_part(self, fn: Any, key: str) -> Any:
         def wrapper(*a: Any, **k: Any) -> Any:

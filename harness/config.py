@@ -206,7 +206,10 @@ def known_metrics(
 ) -> tuple[str, ...]:
     """Every metric a sweep reports: the task's, the trainer's, and GRPO's `reward_<function>` ones."""
     per_function = tuple(f"reward_{reward_name(r)}" for r in rewards) if trainer == "grpo" else ()
-    names = TASK_METRICS.get(task, ()) + TRAINER_METRICS.get(trainer, ()) + per_function
+    task_metrics = TASK_METRICS.get(task, ())
+    if trainer == "grpo":  # no completion likelihood is measured: its evals score generated answers
+        task_metrics = tuple(m for m in task_metrics if m not in LOSS_METRICS)
+    names = task_metrics + TRAINER_METRICS.get(trainer, ()) + per_function
     return tuple(dict.fromkeys(names))
 
 

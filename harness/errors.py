@@ -36,6 +36,15 @@ class NonFiniteLoss(TrialFailed):
     """Training loss or eval loss became NaN/Inf: the trial stops at once and fails with this reason."""
 
 
+def problems_error(source: str, lines: list[str]) -> ConfigError:
+    """Problems as '  - key: message' lines -> one error: one problem is one line (`file: key: message`);
+    several are a count and a line each."""
+    n = len(lines)
+    if n == 1:
+        return ConfigError(f"{source}: {lines[0].removeprefix('  - ')}")
+    return ConfigError("\n".join([f"{source}: {n} problems:", *lines]))
+
+
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The valid key a typo most likely meant, for 'did you mean' hints."""
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

@@ -20,7 +20,7 @@ from rich.console import Console
 from harness import baselines, comparison, failures, lengths, trialdir
 from harness import study as st
 from harness.config import SweepConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TrialFailed
 from harness.objective import Objective, StopAfterFailures
 from harness.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData
 from harness.studyview import SHORT
@@ -112,7 +112,7 @@ def run_sweep(
     best = st.best_trial(study)
     if best is not None:
         display.best = st.primary_value(best)
-    measure_baseline(study, recipe, remaining, console)
+    measure_baseline(study, recipe, remaining, console, cfg.metric.name)
     measure_task_baselines(cfg, study, recipe, console)
     ran = 0
     if remaining:
@@ -148,14 +148,23 @@ def report_lengths(study: optuna.Study, recipe: Recipe, console: Console) -> Non
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def measure_baseline(study: optuna.Study, recipe: Recipe, remaining: int, console: Console) -> None:
-    """The untrained base's metrics, once per study (study user attr `baseline_metrics`)."""
+def measure_baseline(
+    study: optuna.Study, recipe: Recipe, remaining: int, console: Console, metric: str = "eval_loss"
+) -> None:
+    """The untrained base's metrics, once per study (study user attr `baseline_metrics`). A trial
+    failure while measuring it (a GRPO reward function that raises) is one line: the trials then fail
+    with the same reason, each recorded, and the next run measures the base again."""
     if not isinstance(recipe, MeasuresBaseline) or not remaining or "baseline_metrics" in study.user_attrs:
         return
-    metrics = comparison.finite(recipe.baseline())
+    try:
+        metrics = comparison.finite(recipe.baseline())
+    except TrialFailed as e:
+        console.print(f"{study.study_name}: the untrained base could not be measured: {e}", markup=False)
+        return
     study.set_user_attr("baseline_metrics", metrics)
-    if "eval_loss" in metrics:
-        console.print(f"{study.study_name}: untrained base eval_loss {metrics['eval_loss']:.4g}")
+    shown = metric if metric in metrics else "eval_loss"
+    if shown in metrics:
+        console.print(f"{study.study_name}: untrained base {shown} {metrics[shown]:.4g}")
 
 
 def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe, console: Console) -> None:

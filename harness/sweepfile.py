@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from harness import trainers
 from harness.config import TASK_METRICS, ParamSpec, SweepConfig, known_metrics
-from harness.errors import ConfigError, closest
+from harness.errors import ConfigError, closest, problems_error
 from harness.expectations import parse_expectations
 from harness.search_space import parse_parameters
 
@@ -108,11 +108,6 @@ def validation_problems(err: ValidationError) -> list[str]:
                 msg += f" (got {e['input']!r})"
         lines.append(f"  - {key}: {msg}")
     return lines
-
-
-def problems_error(source: str, lines: list[str]) -> ConfigError:
-    n = len(lines)
-    return ConfigError("\n".join([f"{source}: {n} problem{'s' if n > 1 else ''}:", *lines]))
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:

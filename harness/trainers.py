@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import TRAINER_FORMATS, SweepConfig
-from harness.errors import ConfigError
+from harness.errors import ConfigError, problems_error
 from harness.paramspec import ParamSpec
 
 # Settings only some trainers read: setting or tuning them for another trainer is a mistake worth naming.
@@ -54,12 +54,8 @@ def problems(cfg: SweepConfig) -> list[str]:
 
 def check(cfg: SweepConfig) -> None:
     found = problems(cfg)
-    where = cfg.source_path or "sweep"
-    if len(found) == 1:  # one problem, one line
-        raise ConfigError(f"{where}: {found[0].removeprefix('  - ')}")
     if found:
-        n = len(found)
-        raise ConfigError("\n".join([f"{where}: {n} problems:", *found]))
+        raise problems_error(cfg.source_path or "sweep", found)
 
 
 def _reward_problems(cfg: SweepConfig) -> list[str]:

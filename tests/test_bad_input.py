@@ -116,6 +116,44 @@ CASES = [
         expect=["storage", "cols.txt"],
     ),
     Case("study-name-with-path", ["name=../escape"], expect=["name", "../escape", "folder"]),
+    # DPO / GRPO (issue 13): each a one-line reason, before anything is written
+    Case("trainer-ppo", ["trainer=ppo"], expect=["trainer", "ppo", "'sft', 'dpo' or 'grpo'"]),
+    Case(
+        "preference-without-rejected",
+        ["trainer=dpo", "dataset.source=pairs.jsonl", "expect={}"],
+        files={
+            "pairs.jsonl": jsonl([{"prompt": f"Price of item {i}?", "chosen": f"{i}.00"} for i in range(30)])
+        },
+        expect=["pairs.jsonl", "'rejected'", "found columns: prompt, chosen"],
+    ),
+    Case(
+        "grpo-without-reward-functions",
+        ["trainer=grpo", "metric.name=reward", "metric.goal=maximize", "expect={}"],
+        expect=["training.reward_functions", "at least one"],
+    ),
+    Case(
+        "reward-function-not-found",
+        [
+            "trainer=grpo",
+            "metric.name=reward",
+            "metric.goal=maximize",
+            "expect={}",
+            "training.reward_functions=[no_such_rewards:score]",
+        ],
+        expect=["no_such_rewards:score", "cannot import"],
+    ),
+    Case(
+        "num-generations-not-dividing-the-batch",
+        [
+            "trainer=grpo",
+            "metric.name=reward",
+            "metric.goal=maximize",
+            "expect={}",
+            "training.reward_functions=[price_accuracy]",
+            "training.num_generations=3",
+        ],
+        expect=["num_generations 3", "per_device_train_batch_size 8"],
+    ),
     Case("n-trials-zero", options=["--n-trials", "0"], expect=["budget.n_trials", "greater than 0"]),
     Case("metric-not-produced", ["metric.name=bleu_score"], expect=["metric.name", "bleu_score", "task"]),
     Case("bad-override", ["budget"], expect=["budget"]),
@@ -123,7 +161,13 @@ CASES = [
     Case("status-of-missing-study", argv=["status", "nostudy"], expect=["nostudy"]),
 ]
 
-SUBPROCESS = {"malformed-yaml", "missing-dataset", "dataset-without-columns", "invalid-storage-url"}
+SUBPROCESS = {
+    "malformed-yaml",
+    "missing-dataset",
+    "dataset-without-columns",
+    "invalid-storage-url",
+    "preference-without-rejected",
+}
 
 
 def snapshot(root: Path) -> dict[str, float]:

@@ -161,12 +161,12 @@ def test_a_failed_config_is_not_trained_again_and_repeated_failures_stop_the_swe
 
 
 def test_non_finite_loss_fails_the_trial_early(tiny, tmp_path, monkeypatch):
-    from harness import recipe
+    from harness.recipes import sft
 
     def nan_eval(model, fx, spec, generate):
         return {"eval_loss": float("nan"), "perplexity": float("nan")}, []
 
-    monkeypatch.setattr(recipe, "evaluate", nan_eval)
+    monkeypatch.setattr(sft, "evaluate", nan_eval)
     cfg = tiny("budget.n_trials=1")
     study = run_sweep(cfg).study
     t = study.trials[0]

@@ -93,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="md,html,csv,parquet", help="comma-separated output formats")
     study_verb("compare", "several studies side by side (same as report --compare)", many=True)
 
+    confirm = study_verb(
+        "confirm", "re-train the best configs with more seeds: mean, spread and 95% interval of each"
+    )
+    confirm.add_argument("--top", type=int, default=3, metavar="K", help="how many best configs (default 3)")
+    confirm.add_argument(
+        "--seeds", type=int, default=3, metavar="S", help="further seeds per config (default 3)"
+    )
+    confirm.add_argument(
+        "--test", action="store_true", help="also score each repeat on the held-out test split (test_*)"
+    )
     best = study_verb("best", "the winning config; --export writes a standalone training file")
     best.add_argument(
         "--export", metavar="FILE", help="write the best config as a sweep file for `sweep train`"
@@ -204,6 +214,14 @@ def _print_written(console: Console, paths: Sequence[Path]) -> None:
         console.print("wrote " + ", ".join(str(p) for p in paths), markup=False)
 
 
+def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
+    from harness import confirm
+
+    return confirm.confirm_target(
+        args.study, args.top, args.seeds, args.results_dir or "results", args.storage, console, test=args.test
+    )
+
+
 def cmd_best(args: argparse.Namespace, console: Console) -> int:
     from harness import promote
 
@@ -269,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": cmd_list,
         "report": cmd_report,
         "compare": cmd_compare,
+        "confirm": cmd_confirm,
         "best": cmd_best,
         "train": cmd_train,
         "watch": cmd_watch,

@@ -83,7 +83,9 @@ def owed(study: optuna.Study, chosen: list[FrozenTrial], seeds: int, sweep_seed:
     out = []
     for t in chosen:
         have = {
-            r.user_attrs.get(noise.REPEAT_INDEX) for r in trials if noise.repeat_of(r) == t.number and settled(r)
+            r.user_attrs.get(noise.REPEAT_INDEX)
+            for r in trials
+            if noise.repeat_of(r) == t.number and settled(r)
         }
         seed = int(t.user_attrs.get("seed", sweep_seed + t.number))
         for k in range(1, seeds + 1):
@@ -137,7 +139,9 @@ def run_confirm(
     study = st.open_study(cfg, storage, url)
     recovered = failures.recover_interrupted(study)
     if recovered:
-        console.print(f"{cfg.name}: trial(s) {', '.join(map(str, recovered))} were interrupted; retrying them")
+        console.print(
+            f"{cfg.name}: trial(s) {', '.join(map(str, recovered))} were interrupted; retrying them"
+        )
     chosen = targets(study, top)
     if not chosen:
         raise ConfirmError(f"study {cfg.name!r} has no complete trial to confirm yet")
@@ -154,7 +158,9 @@ def run_confirm(
     ran = 0
     if waiting:
         if recipe is None:
-            console.print(f"[bold]{cfg.name}[/]: loading base model and data ({cfg.model.name}, {cfg.dataset.source})")
+            console.print(
+                f"[bold]{cfg.name}[/]: loading base model and data ({cfg.model.name}, {cfg.dataset.source})"
+            )
             recipe = real_recipe(cfg)
         if test:
             with_test = getattr(recipe, "with_test_split", None)
@@ -177,14 +183,18 @@ def run_confirm(
             study.optimize(repeat, n_trials=1, catch=(Exception,))
             recovered += failures.recover_interrupted(study)  # a worker beside us that died
         ran = objective.started
-    return ConfirmOutcome(study, [t.number for t in chosen], len(to_add), ran, time.perf_counter() - start, recovered)
+    return ConfirmOutcome(
+        study, [t.number for t in chosen], len(to_add), ran, time.perf_counter() - start, recovered
+    )
 
 
 def print_outcome(outcome: ConfirmOutcome, cfg: SweepConfig, console: Console) -> None:
     from harness.studyview import noise_lines, trials_table
 
     console.print(trials_table(outcome.study, cfg.metric.name, cfg.metric.goal))
-    console.print(f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True)
+    console.print(
+        f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
+    )
     for line in noise_lines(outcome.study):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -215,10 +225,30 @@ def config_for(target: str, results_dir: str, storage: str | None) -> tuple[Swee
     try:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfirmError(f"study {name!r}: its stored config does not validate: {e.errors()[0]['msg']}") from None
+        raise ConfirmError(
+            f"study {name!r}: its stored config does not validate: {e.errors()[0]['msg']}"
+        ) from None
     if file_cfg is not None:
         cfg = cfg.model_copy(update={"source_path": file_cfg.source_path})
     return cfg, url
+
+
+def confirm_after_run(cfg: SweepConfig, storage: str | None, recipe: Recipe | None, console: Console) -> None:
+    """A sweep file's `confirm: {top, seeds}`: confirm right after the run, before it is judged."""
+    assert cfg.confirm is not None
+    outcome = run_confirm(
+        cfg,
+        cfg.confirm.top,
+        cfg.confirm.seeds,
+        url=st.storage_url(cfg, storage),
+        recipe=recipe,
+        console=console,
+    )
+    console.print(f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s", soft_wrap=True)
+    from harness.studyview import noise_lines
+
+    for line in noise_lines(outcome.study):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def confirm_target(

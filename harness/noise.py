@@ -105,9 +105,7 @@ def runs_of(trials: Iterable[FrozenTrial], number: int) -> list[FrozenTrial]:
     """The COMPLETE runs of trial `number`'s config: the original, then its repeats."""
     trials = list(trials)
     return [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and (t.number == number or repeat_of(t) == number)
+        t for t in trials if t.state == TrialState.COMPLETE and (t.number == number or repeat_of(t) == number)
     ]
 
 
@@ -136,10 +134,12 @@ def verdict(stats: dict[int, ConfigStats], maximize: bool, metric: str) -> str:
         return ""
     ranked = sorted(stats.values(), key=lambda s: -s.mean if maximize else s.mean)
     floor = noise_floor(ranked)
-    noise = f"the seed-to-seed noise floor is ±{floor:.3g} {metric} (pooled std of {sum(s.n for s in ranked)} runs)"
+    runs = sum(s.n for s in ranked)
+    noise = f"the seed-to-seed noise floor is ±{floor:.3g} {metric} (pooled std of {runs} runs)"
     first = ranked[0]
     if len(ranked) == 1:
-        return f"only trial {first.number}'s config is confirmed ({first.text()}): nothing to compare it with; {noise}."
+        alone = f"only trial {first.number}'s config is confirmed ({first.text()})"
+        return f"{alone}: nothing to compare it with; {noise}."
     second = ranked[1]
     lo1, hi1 = first.mean - first.ci95, first.mean + first.ci95
     lo2, hi2 = second.mean - second.ci95, second.mean + second.ci95
@@ -150,7 +150,9 @@ def verdict(stats: dict[int, ConfigStats], maximize: bool, metric: str) -> str:
     )
     if overlap:
         return head + f"their 95% intervals overlap, so the data cannot tell them apart; {noise}."
-    return head + f"their 95% intervals do not overlap, so the best config is distinguishably better; {noise}."
+    return (
+        head + f"their 95% intervals do not overlap, so the best config is distinguishably better; {noise}."
+    )
 
 
 def noise_floor(stats: Iterable[ConfigStats]) -> float:

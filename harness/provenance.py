@@ -153,10 +153,14 @@ def lines(prov: dict[str, Any] | None) -> list[str]:
         return ["provenance: not recorded (a study from before harness recorded it)"]
     f = flat(prov)
     rows = prov.get("rows") or {}
-    out = [f"base model {prov.get('base_model', '?')}: weights {_short(f.get('base_model_sha256'))}, "
-           f"tokenizer {_short(f.get('tokenizer_sha256'))}"]
+    out = [
+        f"base model {prov.get('base_model', '?')}: weights {_short(f.get('base_model_sha256'))}, "
+        f"tokenizer {_short(f.get('tokenizer_sha256'))}"
+    ]
     data = ", ".join(
-        f"{s} {_short(f.get(f'data.{s}'))} ({rows[s]} rows)" if s in rows else f"{s} {_short(f.get(f'data.{s}'))}"
+        f"{s} {_short(f.get(f'data.{s}'))} ({rows[s]} rows)"
+        if s in rows
+        else f"{s} {_short(f.get(f'data.{s}'))}"
         for s in SPLITS
     )
     out.append(f"data sha256: {data}; eval subset {_short(f.get('eval_subset'))}")
@@ -185,7 +189,6 @@ def compare_warnings(studies: Sequence[tuple[str, dict[str, Any] | None]]) -> li
         diff = differences(ref, prov)
         if diff:
             out.append(
-                f"warning: {first} and {name} differ in {', '.join(diff)}: "
-                "their numbers are not comparable"
+                f"warning: {first} and {name} differ in {', '.join(diff)}: their numbers are not comparable"
             )
     return out

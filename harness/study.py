@@ -254,7 +254,13 @@ def rank_key(study: optuna.Study) -> Callable[[FrozenTrial], tuple[bool, int, bo
     def key(t: FrozenTrial) -> tuple[bool, int, bool, float, int]:
         v = primary_value(t)
         value = sign * v if v is not None else math.inf
-        return (noise.is_repeat(t), STATE_RANK.get(t.state, LAST_RANK), t.number not in pareto, value, t.number)
+        return (
+            noise.is_repeat(t),
+            STATE_RANK.get(t.state, LAST_RANK),
+            t.number not in pareto,
+            value,
+            t.number,
+        )
 
     return key
 

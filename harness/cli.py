@@ -205,6 +205,8 @@ def _compare(
 
     datas = compare.load_studies(targets, results_dir, storage)
     console.print(compare.best_table(datas))
+    for line in compare.provenance_warnings(datas):
+        console.print(line, markup=False, style="yellow", soft_wrap=True)
     _print_written(console, compare.write_compare(datas, compare.compare_dir(results_dir, datas), formats))
     return 0
 

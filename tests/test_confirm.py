@@ -114,9 +114,7 @@ def test_report_csv_has_the_noise_columns_for_confirmed_configs(tmp_path):
     recipe = Noisy()
     swept(tmp_path, recipe)
     cfg = sweep(tmp_path, "budget.n_trials=5", "early_terminate.type=median")
-    study = confirm.run_confirm(
-        cfg, 2, 2, url=st.storage_url(cfg), recipe=recipe, console=console()
-    ).study
+    study = confirm.run_confirm(cfg, 2, 2, url=st.storage_url(cfg), recipe=recipe, console=console()).study
     assert main(["report", "pricer", "--results-dir", str(tmp_path), "--format", "csv,md"]) == 0
     frame = pd.read_csv(tmp_path / "pricer" / "report.csv")
     filled = frame.dropna(subset=["value_mean"])
@@ -189,7 +187,12 @@ def test_sweep_file_confirm_block_and_expectations_use_the_mean(tmp_path):
     text_ = (root / "sweeps/pricer.yaml").read_text().replace("../search_spaces", str(root / "search_spaces"))
     f.write_text(text_ + "\nconfirm: {top: 2, seeds: 1}\n")
     c = console()
-    overrides = [f"results_dir={tmp_path}", "budget.n_trials=4", "budget.max_steps=20", "budget.eval_steps=10"]
+    overrides = [
+        f"results_dir={tmp_path}",
+        "budget.n_trials=4",
+        "budget.max_steps=20",
+        "budget.eval_steps=10",
+    ]
     assert run_path(f, overrides, recipe=Noisy(), console=c, err=c) == 0
     out = text(c)
     assert "confirming trial(s)" in out and "2 repeat(s) added" in out

@@ -81,7 +81,9 @@ def test_report_shows_the_hashes(tmp_path, capsys):
 def test_a_resumed_run_on_other_data_says_so(tmp_path):
     run_sweep(sweep(tmp_path, "budget.n_trials=1"), recipe=FakeRecipe(), console=quiet())
     c = quiet()
-    run_sweep(sweep(tmp_path, "budget.n_trials=2", "dataset.max_train_rows=300"), recipe=FakeRecipe(), console=c)
+    run_sweep(
+        sweep(tmp_path, "budget.n_trials=2", "dataset.max_train_rows=300"), recipe=FakeRecipe(), console=c
+    )
     assert "warning: this run's train data differ" in c.file.getvalue()  # type: ignore[attr-defined]
 
 

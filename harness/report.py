@@ -176,7 +176,7 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
         lines += ["## Seed noise (sweep confirm)", "", *noise, ""]
     fit = lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {})
     prov = provenance.lines(data.study.user_attrs.get(provenance.ATTR))
-    lines += ["## Data", "", *[f"- {line}" for line in prov], *([""] + fit if fit else []), ""]
+    lines += ["## Data", "", *([*fit, ""] if fit else []), *[f"- {line}" for line in prov], ""]
     if any(c.startswith("test_") for c in data.frame.columns):
         lines += ["_Columns test_* are measured on the held-out test split (`sweep confirm --test`)._", ""]
     lines += ["## Parameters that mattered most", ""]

@@ -170,7 +170,8 @@ def run_confirm(
         objective = Objective(cfg, recipe, progress=ProgressPrinter(cfg, console, first=0, total=waiting))
 
         def repeat(trial: optuna.Trial) -> float | tuple[float, ...]:
-            if noise.REPEAT_OF not in trial.user_attrs:  # another worker took the last repeat between our look and ask
+            # Another worker took the last repeat between our look and ask: stand down.
+            if noise.REPEAT_OF not in trial.user_attrs:
                 trial.set_user_attr("fail_reason", failures.SPARE)
                 raise TrialFailed(failures.SPARE)
             dup = duplicate_of(study, trial)

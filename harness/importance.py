@@ -61,6 +61,7 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 
 def _importances(study: optuna.Study, trials: Sequence[FrozenTrial], params: list[str]) -> dict[str, float]:
     """PED-ANOVA over exactly `trials` (an in-memory study holding copies of them)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" lines
     copy = optuna.create_study(directions=study.directions)
     copy.add_trials(trials)
     target: Callable[[FrozenTrial], float] | None = (lambda t: t.values[0]) if st.is_multi(study) else None

@@ -93,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="md,html,csv,parquet", help="comma-separated output formats")
     study_verb("compare", "several studies side by side (same as report --compare)", many=True)
 
+    confirm = study_verb(
+        "confirm", "re-train the best configs with more seeds: mean, spread and 95% interval of each"
+    )
+    confirm.add_argument("--top", type=int, default=3, metavar="K", help="how many best configs (default 3)")
+    confirm.add_argument(
+        "--seeds", type=int, default=3, metavar="S", help="further seeds per config (default 3)"
+    )
+    confirm.add_argument(
+        "--test", action="store_true", help="also score each repeat on the held-out test split (test_*)"
+    )
     best = study_verb("best", "the winning config; --export writes a standalone training file")
     best.add_argument(
         "--export", metavar="FILE", help="write the best config as a sweep file for `sweep train`"
@@ -195,6 +205,8 @@ def _compare(
 
     datas = compare.load_studies(targets, results_dir, storage)
     console.print(compare.best_table(datas))
+    for line in compare.provenance_warnings(datas):
+        console.print(line, markup=False, style="yellow", soft_wrap=True)
     _print_written(console, compare.write_compare(datas, compare.compare_dir(results_dir, datas), formats))
     return 0
 
@@ -202,6 +214,14 @@ def _compare(
 def _print_written(console: Console, paths: Sequence[Path]) -> None:
     if paths:
         console.print("wrote " + ", ".join(str(p) for p in paths), markup=False)
+
+
+def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
+    from harness import confirm
+
+    return confirm.confirm_target(
+        args.study, args.top, args.seeds, args.results_dir or "results", args.storage, console, test=args.test
+    )
 
 
 def cmd_best(args: argparse.Namespace, console: Console) -> int:
@@ -269,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": cmd_list,
         "report": cmd_report,
         "compare": cmd_compare,
+        "confirm": cmd_confirm,
         "best": cmd_best,
         "train": cmd_train,
         "watch": cmd_watch,

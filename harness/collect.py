@@ -207,6 +207,10 @@ def run_one(
         storage = None  # smoke studies live in their own SQLite file, whatever the sweep's storage is
         fresh_smoke_study(cfg)
     outcome = run_sweep(cfg, storage=storage, recipe=recipe, console=console)
+    if cfg.confirm is not None and not smoke and not worker and not outcome.stopped_for_failures:
+        from harness.confirm import confirm_after_run
+
+        confirm_after_run(cfg, storage, recipe, console)
     if worker:
         console.print(f"{outcome.ran} trial(s) run in {outcome.seconds:.0f}s", soft_wrap=True)
         return SweepReport(path, "failed" if outcome.stopped_for_failures else "passed", cfg.name)
@@ -227,13 +231,19 @@ def judge(
         f"{outcome.ran} trial(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
     )
     report = SweepReport(path, "passed", cfg.name, trials_run=outcome.ran)
+    from harness import study as st
+
     complete = outcome.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
-        from harness import study as st
-
         best = st.best_trial(outcome.study)
         report.best_value = st.primary_value(best) if best is not None else None
     report.outcomes = check_study(cfg.expectations, outcome.study, cfg.metric.name, smoke=smoke)
+    stats = st.confirmed(outcome.study, st.best_trial(outcome.study)) if complete else None
+    if stats is not None and report.outcomes:
+        console.print(
+            f"expectations use trial {stats.number}'s confirmed mean over {stats.n} seeds (sweep confirm)",
+            soft_wrap=True,
+        )
     for o in report.outcomes:
         label = "[green]PASS[/]" if o.passed else "[red]FAIL[/]"
         console.print(f"{label} {escape(o.expectation.describe())} ({escape(o.detail)})", soft_wrap=True)
@@ -266,14 +276,18 @@ def check_study(
     expectations: Sequence[Expectation], study: Any, objective: str, smoke: bool = False
 ) -> list[Outcome]:
     """expectations.check on a study: its best trial (multi-objective: the Pareto-optimal trial best on
-    the primary metric), every COMPLETE trial, and its task baselines."""
+    the primary metric; a confirmed config: the mean of each metric over its seeds), every COMPLETE
+    trial, and its task baselines."""
     from optuna.trial import TrialState
 
-    from harness.study import best_trial
+    from harness import noise
+    from harness.study import best_trial, confirmed
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best_t = best_trial(study)
     best = trial_metrics(best_t, objective) if best_t is not None else None
+    if best_t is not None and confirmed(study, best_t) is not None:
+        best = noise.mean_metrics(noise.runs_of(complete, best_t.number), objective)
     trials = [(t.number, trial_metrics(t, objective)) for t in complete]
     return check(expectations, best, trials, smoke, baselines.ladder(study.user_attrs))
 

@@ -16,7 +16,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from harness import comparison, plots, trialdir
+from harness import comparison, plots, provenance, trialdir
 from harness import study as st
 from harness.errors import HarnessError
 from harness.plots import Section
@@ -87,9 +87,16 @@ def all_trials_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
     return text_if_mixed(frame, [c for c in frame.columns if c.startswith("param_")])
 
 
+def provenance_warnings(datas: Sequence[StudyData]) -> list[str]:
+    """A warning for each study whose base weights, tokenizer, data or eval subset differ from the first
+    study's (harness.provenance): their metric values are then not comparable."""
+    return provenance.compare_warnings([(d.name, d.study.user_attrs.get(provenance.ATTR)) for d in datas])
+
+
 def compare_markdown(datas: Sequence[StudyData]) -> str:
     names = [d.name for d in datas]
     lines = [f"# Study comparison: {' vs '.join(names)}", ""]
+    lines += [f"**{w}**\n" for w in provenance_warnings(datas)]
     if len({d.metric for d in datas}) > 1:
         lines += ["_The studies optimise different metrics; their values are not directly comparable._", ""]
     lines += ["## Best per study", "", md_table(compare_frame(datas)), ""]

@@ -350,6 +350,13 @@ class PromotionConfig(Strict):
     """Where the adapter goes (default results/<name>/promoted/)."""
 
 
+class ConfirmConfig(Strict):
+    """`sweep confirm` at the end of every run: re-train the `top` best configs with `seeds` more seeds."""
+
+    top: int = Field(3, gt=0)
+    seeds: int = Field(3, gt=0)
+
+
 class SweepConfig(Strict):
     name: str
     """Study name; also the folder under results/."""
@@ -386,6 +393,8 @@ class SweepConfig(Strict):
     expectations: tuple[Expectation, ...] = Field((), exclude=True)
     """Set by sweepfile.load, not by users: `expect:` parsed (the raw block above is what is stored)."""
     train: PromotionConfig = PromotionConfig()
+    confirm: ConfirmConfig | None = None
+    """Seed repeats of the best configs after every run (harness.confirm); off unless given."""
     results_dir: str = "results"
 
     # Set by load_sweep, not by users: where the file came from, for messages and relative paths.

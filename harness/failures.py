@@ -48,6 +48,8 @@ from harness import trialdir
 from harness.errors import TrialFailed
 
 INTERRUPTED = "interrupted"
+SPARE = "spare: no seed repeat was left to run"
+"""A trial `sweep confirm` asked for after another worker took the last repeat: no training, no budget."""
 HEARTBEAT_S, GRACE_S = 30.0, 120.0
 """The journal storage's heartbeat: written every HEARTBEAT_S; stale after GRACE_S (covers clock skew
 between hosts and a storage write delayed by a busy NFS server)."""
@@ -87,8 +89,15 @@ def is_interrupted(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", INTERRUPTED) == INTERRUPTED
 
 
+REPEAT_KEYS = ("repeat_of", "repeat_index", "seed", "data_seed")
+"""What makes a trial a seed repeat of another (harness.confirm); a retry keeps them all."""
+
+
 def counts(t: FrozenTrial) -> bool:
-    """Does this trial use up one of budget.n_trials? (See the module docstring.)"""
+    """Does this trial use up one of budget.n_trials? (See the module docstring.) Seed repeats
+    (`sweep confirm`, user attr `repeat_of`) never do: they re-run a config, they do not search."""
+    if "repeat_of" in t.user_attrs or t.user_attrs.get("fail_reason") == SPARE:
+        return False
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return t.state == TrialState.FAIL and not is_interrupted(t)
@@ -185,8 +194,8 @@ def checkpoint_of(t: FrozenTrial | dict[str, Any]) -> str | None:
 
 def retry_attrs(number: int, attrs: dict[str, Any]) -> dict[str, Any]:
     out = {"retry_of": number, "resume_from": checkpoint_of(attrs)}
-    if "seed" in attrs:
-        out["seed"] = attrs["seed"]  # same seed: the resumed run continues the same random streams
+    # Same seed (and a repeat stays a repeat): the resumed run continues the same random streams.
+    out.update({k: attrs[k] for k in REPEAT_KEYS if k in attrs})
     return out
 
 
@@ -265,8 +274,8 @@ class SharedBudget:
 
     def spent(self, study: optuna.Study) -> bool:
         trials = study.get_trials(deepcopy=False)
-        if any(t.state == TrialState.WAITING for t in trials):
-            return False  # a retry (or an enqueued config) is owed: someone must run it
+        if any(t.state == TrialState.WAITING and "repeat_of" not in t.user_attrs for t in trials):
+            return False  # a retry (or an enqueued config) is owed: someone must run it (repeats: confirm)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         return sum(counts(t) for t in trials) + running >= self.n_trials
 

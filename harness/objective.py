@@ -45,15 +45,18 @@ class Objective:
         self.tracker.start(spec)
         usage = monitor.ResourceMonitor().start()
 
+        # Optuna cannot report or prune multi-objective trials (trial.report raises there); a seed repeat
+        # (`sweep confirm`) is never pruned and does not feed the pruner's statistics.
+        prunable = not cfg.multi_objective and "repeat_of" not in trial.user_attrs
+
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
             value = metrics.get(cfg.metric.name)
-            # Optuna cannot report or prune multi-objective trials (trial.report raises there).
-            if value is not None and math.isfinite(value) and not cfg.multi_objective:
+            if value is not None and math.isfinite(value) and prunable:
                 trial.report(value, step)
             self.progress("eval", {"trial": trial.number, "step": step, "metrics": metrics})
             monitor.record(trial, usage.snapshot())  # live memory figures for `sweep watch`
             self.tracker.log_eval(step, metrics)
-            return not cfg.multi_objective and trial.should_prune()
+            return prunable and trial.should_prune()
 
         result: TrialResult | None = None
         failed: str | None = None  # the traceback of an exception that fails this trial only
@@ -107,7 +110,7 @@ class Objective:
 
     def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
         """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
-        if "retry_of" in trial.user_attrs:
+        if "retry_of" in trial.user_attrs or "repeat_of" in trial.user_attrs:
             return
         dup = failures.duplicate_of_failed(trial.study, spec.params, trial.number)
         if dup is None:
@@ -155,10 +158,13 @@ class Objective:
 
 
 def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
-    """A retry of an interrupted trial keeps its seed and continues from its checkpoint (failures.py)."""
+    """A retry of an interrupted trial keeps its seed and continues from its checkpoint (failures.py); a
+    seed repeat (harness.confirm) brings its own seed and data order."""
     attrs = trial.user_attrs
     seed = int(attrs.get("seed", spec.seed))
     trial.set_user_attr("seed", seed)
+    if "data_seed" in attrs:
+        spec = dataclasses.replace(spec, data_seed=int(attrs["data_seed"]))
     resume = attrs.get("resume_from")
     if resume and trialdir.find_checkpoint(Path(resume)) is None:
         # Another host's worker queued this retry and its checkpoint is not in a folder this one sees.

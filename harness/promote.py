@@ -93,10 +93,17 @@ def write_export(path: Path, data: dict[str, Any], header: str) -> None:
 def export_header(study: optuna.Study, best: FrozenTrial, metric: str) -> str:
     return (
         f"# Best trial {best.number} of study {study.study_name!r}: "
-        f"{metric} = {st.primary_value(best):.6g}\n"
+        f"{metric} = {_value_text(study, best)}\n"
         "# Exported by `sweep best --export`. `sweep train` on this file runs one full fine-tune with the\n"
         "# `train:` budget; `parameters:` holds the same values as constants, so it is also a sweep file.\n"
     )
+
+
+def _value_text(study: optuna.Study, best: FrozenTrial) -> str:
+    stats = st.confirmed(study, best)
+    if stats is None:
+        return f"{st.primary_value(best):.6g}"
+    return f"{stats.mean:.6g} ± {stats.ci95:.3g} (confirmed mean of {stats.n} seeds, 95% interval)"
 
 
 def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path, console: Console) -> None:
@@ -105,7 +112,16 @@ def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path
     )
     table.add_column("key")
     table.add_column("value")
-    table.add_row(metric, f"{st.primary_value(best):.6g}")
+    stats = st.confirmed(study, best)
+    if stats is not None:  # the winner was chosen by its mean over seeds (harness.confirm): say so
+        table.title = (
+            f"{study.study_name}: best config, trial {best.number} (confirmed mean over {stats.n} seeds)"
+        )
+        table.add_row(f"{metric} mean ± ci95", f"{stats.mean:.6g} ± {stats.ci95:.3g} (n={stats.n})")
+        table.add_row(f"{metric} std", f"{stats.std:.3g}")
+        table.add_row(f"{metric} (trial {best.number}'s own run)", f"{st.primary_value(best):.6g}")
+    else:
+        table.add_row(metric, f"{st.primary_value(best):.6g}")
     for name, value in best.params.items():
         table.add_row(name, _fmt(value))
     for name, value in (best.user_attrs.get("metrics") or {}).items():

@@ -33,7 +33,7 @@ from harness.recipes.common import (
     score,
     test_metrics,
 )
-from harness.spec import OnEval, TrialResult, TrialSpec
+from harness.spec import OnEval, Recipe, TrialResult, TrialSpec
 
 __all__ = ["QLoRARecipe", "adapter_state", "evaluate", "finetune", "lora_config", "save_checkpoint", "score"]
 
@@ -147,6 +147,25 @@ class QLoRARecipe:
         """harness.baselines on exactly the rows trials are scored on (and train on)."""
         train = fx.data_splits(self.cfg, self.fixtures.tokenizer).train.to_list()
         return baselines.measure(self.cfg, train, self.fixtures.generation_rows)
+
+    def provenance(self) -> dict[str, Any]:
+        """Content hashes of the base, tokenizer and the splits as formatted here (harness.provenance)."""
+        from harness import provenance
+
+        path = fx.resolve_model_path(self.cfg.model, self.cfg.source_path)
+        return provenance.measure(self.cfg, fx.data_splits(self.cfg, self.fixtures.tokenizer), path)
+
+    def with_test_split(self) -> Recipe:
+        """This recipe, also scoring each trial's best adapter on the held-out test split (test_* metrics):
+        `sweep confirm --test` only; a sweep never looks at the test split."""
+
+        def run(spec: TrialSpec, on_eval: OnEval) -> TrialResult:
+            adapter = trialdir.adapter_dir(spec.output_dir) if spec.number >= 0 else None
+            return finetune(
+                spec, self.fixtures, on_eval, save_adapter_to=adapter, test_rows=self.fixtures.test_rows
+            )
+
+        return run
 
     def data_report(self) -> dict[str, dict[str, Any]]:
         """How each split's rows fit max_seq_length (harness.lengths), measured when they were tokenized."""

@@ -9,7 +9,6 @@ side are harness.compare.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from harness import comparison, lengths, plots, trialdir
+from harness import comparison, lengths, plots, provenance, trialdir
 from harness import study as st
 from harness.errors import HarnessError
+from harness.importance import param_importances
 from harness.plots import Curve, Section
 from harness.status import params_text
-from harness.studyview import StudyData, best_first, counts_by_state, counts_text, ordered, trials_table
+from harness.studyview import StudyData, best_first, counts_by_state, counts_text, noise_lines, trials_table
 
 FORMATS = ("md", "html", "csv", "parquet")
 TOP_K = 5
@@ -36,48 +36,6 @@ NONE = "no task baselines in this study (evaluation.samples: 0, or a study from 
 def _primary_target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
     """optuna.visualization/importance need `target=` for a multi-objective study: use metrics[0]."""
     return (lambda t: t.values[0]) if st.is_multi(study) else None
-
-
-# ----------------------------------------------------------------------------------------------------
-# Parameter importances
-
-
-def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
-    """(importances, note). Empty importances come with the reason; non-empty ones with a caveat if any.
-
-    optuna's default evaluator (PED-ANOVA) needs no extra packages; with few trials its ranking is rough,
-    and the note says so rather than presenting noise as a finding."""
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if st.primary_value(t) is not None
-    ]
-    if len(complete) < 2:
-        return {}, f"parameter importances need at least 2 complete trials; this study has {len(complete)}"
-    names = ordered(p for t in complete for p in t.params)
-    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
-    if not varying:
-        return (
-            {},
-            "every complete trial used the same parameter values, so no parameter can explain a difference",
-        )
-    if len({st.primary_value(t) for t in complete}) < 2:
-        return {}, "every complete trial reached the same value, so no parameter made a difference"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "few trials" warnings: the note below says it once, plainly
-            importances = optuna.importance.get_param_importances(
-                study, params=varying, target=_primary_target(study)
-            )
-    except Exception as e:  # noqa: BLE001 - a report without importances beats no report
-        return {}, f"parameter importances could not be computed: {type(e).__name__}: {e}"
-    importances = {k: float(v) for k, v in importances.items() if math.isfinite(v)}
-    if not importances:
-        return {}, "parameter importances came out undefined for these trials"
-    caveat = ""
-    if len(complete) < 20:
-        caveat = f"estimated from {len(complete)} complete trials with optuna's PED-ANOVA: a rough ranking"
-    return importances, caveat
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -130,6 +88,12 @@ def best_text(data: StudyData) -> str:
         return "no complete trial yet"
     step = best.user_attrs.get("best_step")
     at = f" at step {step}" if step is not None else ""
+    stats = st.confirmed(data.study, best)
+    if stats is not None:  # chosen by its mean over seeds (sweep confirm)
+        return (
+            f"trial {best.number}: {data.metric} = {stats.mean:.6g} ± {stats.ci95:.3g} "
+            f"(confirmed mean of {stats.n} seeds, 95% interval; its own run {st.primary_value(best):.6g}{at})"
+        )
     return f"trial {best.number}: {data.metric} = {st.primary_value(best):.6g}{at}"
 
 
@@ -153,7 +117,16 @@ def print_summary(data: StudyData, console: Console, importances: dict[str, floa
             table.caption = f"{len(importances) - TOP_K} more in report.md"
         console.print(table)
     if why:
-        console.print(f"[dim]{why}[/]" if importances else f"parameter importances: {why}")
+        warn = why.startswith("warning")
+        console.print(
+            f"[yellow]{why}[/]"
+            if warn
+            else f"[dim]{why}[/]"
+            if importances
+            else f"parameter importances: {why}"
+        )
+    for line in [*noise_lines(data.study), *provenance.lines(data.study.user_attrs.get(provenance.ATTR))]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {}):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -179,6 +152,8 @@ def summary_frame(data: StudyData) -> pd.DataFrame:
         ("trials", counts_text(counts_by_state(data.study))),
         ("best", best_text(data)),
         ("best params", params_text(best.params) if best else "-"),
+        *(("seed noise", line) for line in noise_lines(data.study)),
+        *(("provenance", line) for line in provenance.lines(data.study.user_attrs.get(provenance.ATTR))),
     ]
     return pd.DataFrame(rows, columns=["", " "])
 
@@ -196,9 +171,14 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
     table, warning = comparison.baselines_report(data.task, data.metric, data.study.user_attrs, best)
     if not table.empty:
         lines += ["## Baselines", "", md_table(table), "", *([f"**{warning}**", ""] if warning else [])]
+    noise = noise_lines(data.study)
+    if noise:
+        lines += ["## Seed noise (sweep confirm)", "", *noise, ""]
     fit = lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {})
-    if fit:
-        lines += ["## Data", "", *fit, ""]
+    prov = provenance.lines(data.study.user_attrs.get(provenance.ATTR))
+    lines += ["## Data", "", *([*fit, ""] if fit else []), *[f"- {line}" for line in prov], ""]
+    if any(c.startswith("test_") for c in data.frame.columns):
+        lines += ["_Columns test_* are measured on the held-out test split (`sweep confirm --test`)._", ""]
     lines += ["## Parameters that mattered most", ""]
     if importances:
         lines += [md_table(pd.DataFrame(list(importances.items()), columns=["parameter", "importance"])), ""]

@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from harness import baselines, comparison, failures, lengths, trialdir
+from harness import baselines, comparison, failures, lengths, provenance, trialdir
 from harness import study as st
 from harness.config import SweepConfig
 from harness.errors import HarnessError, TrialFailed
 from harness.objective import Objective, StopAfterFailures
-from harness.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData
+from harness.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData, ReportsProvenance
 from harness.studyview import SHORT
 from harness.studyview import fmt as _fmt
 
@@ -84,6 +84,7 @@ def run_sweep(
     optuna_storage = st.open_storage(url)
     study = st.open_study(cfg, optuna_storage, url)
     report_lengths(study, recipe, console)
+    record_provenance(cfg, study, recipe, console)
     recovered = failures.recover_interrupted(study)
     if recovered:
         console.print(
@@ -146,6 +147,27 @@ def report_lengths(study: optuna.Study, recipe: Recipe, console: Console) -> Non
     study.set_user_attr("data_lengths", figures)
     for line in lengths.lines(study.study_name, figures):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def record_provenance(cfg: SweepConfig, study: optuna.Study, recipe: Recipe, console: Console) -> None:
+    """Once per study: content hashes of base, tokenizer and data (harness.provenance), and the search
+    space (so `sweep confirm STUDY` can rebuild the config). A resumed run on other bytes says so."""
+    if "parameters" not in study.user_attrs:
+        space = {k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.parameters.items()}
+        study.set_user_attr("parameters", space)
+    found = recipe.provenance() if isinstance(recipe, ReportsProvenance) else provenance.measure(cfg)
+    have = study.user_attrs.get(provenance.ATTR)
+    if have is None:
+        study.set_user_attr(provenance.ATTR, found)
+        return
+    diff = provenance.differences(have, found)
+    if diff:
+        console.print(
+            f"{cfg.name}: warning: this run's {', '.join(diff)} differ from what the study was started "
+            "with (user attr provenance): new trials are not comparable with the old ones",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def measure_baseline(

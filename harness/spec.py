@@ -31,6 +31,9 @@ class TrialSpec:
     sweep: SweepConfig
     output_dir: Path
     seed: int
+    data_seed: int | None = None
+    """The training data's shuffling seed; None: the sweep's seed, so every trial sees the same order
+    (differences come from the params). Seed repeats (`sweep confirm`) set their own."""
     resume_from: Path | None = None
     """A checkpoint folder (trialdir layout) to continue from: set on the retry of an interrupted trial."""
 
@@ -108,6 +111,14 @@ class ReportsData(Protocol):
     printed when a run starts and stored in the study (user attr `data_lengths`)."""
 
     def data_report(self) -> dict[str, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class ReportsProvenance(Protocol):
+    """Optional: a recipe that hashes the base, tokenizer and data splits it trains on (harness.provenance),
+    stored once per study (`provenance`); for any other recipe runner hashes them from the config."""
+
+    def provenance(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable

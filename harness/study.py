@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness import search_space
+from harness import noise, search_space
 from harness.config import SweepConfig
 from harness.errors import StorageError
 from harness.sampling import make_sampler
@@ -243,25 +243,52 @@ STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 
 LAST_RANK = 4  # failed and anything else
 
 
-def rank_key(study: optuna.Study) -> Callable[[FrozenTrial], tuple[int, bool, float, int]]:
+def rank_key(study: optuna.Study) -> Callable[[FrozenTrial], tuple[bool, int, bool, float, int]]:
     """The one ranking rule: complete trials best first (multi-objective: Pareto-optimal ones first, then
-    by the primary metric), then pruned, running, waiting, failed; ties by trial number."""
+    by the primary metric), then pruned, running, waiting, failed; ties by trial number. Repeats of a
+    config (`sweep confirm`, harness.noise) come after every config the sampler chose: they are runs of
+    a config already ranked, not competitors."""
     sign = -1.0 if goals(study)[0] == "maximize" else 1.0
     pareto = pareto_numbers(study)
 
-    def key(t: FrozenTrial) -> tuple[int, bool, float, int]:
+    def key(t: FrozenTrial) -> tuple[bool, int, bool, float, int]:
         v = primary_value(t)
         value = sign * v if v is not None else math.inf
-        return (STATE_RANK.get(t.state, LAST_RANK), t.number not in pareto, value, t.number)
+        return (
+            noise.is_repeat(t),
+            STATE_RANK.get(t.state, LAST_RANK),
+            t.number not in pareto,
+            value,
+            t.number,
+        )
 
     return key
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial by rank_key, or None (no exception, unlike optuna's study.best_trial).
-    Multi-objective: the Pareto-optimal trial best on the first (primary) metric, lowest number on ties."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    return min(complete, key=rank_key(study), default=None)
+    """The winning config's original trial, or None (no exception, unlike optuna's study.best_trial).
+
+    The best complete original by rank_key; when that config was confirmed (`sweep confirm`), the
+    confirmed config with the best mean over its seeds instead (a lucky single run does not win by luck
+    alone). Multi-objective: the Pareto-optimal trial best on the first (primary) metric."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values and not noise.is_repeat(t)]
+    best = min(complete, key=rank_key(study), default=None)
+    if best is None or is_multi(study):
+        return best
+    confirmed = noise.config_stats(trials)
+    if best.number not in confirmed:
+        return best
+    maximize = goals(study)[0] == "maximize"
+    top = min(confirmed.values(), key=lambda s: (-s.mean if maximize else s.mean, s.number))
+    return next(t for t in complete if t.number == top.number)
+
+
+def confirmed(study: optuna.Study, trial: FrozenTrial | None) -> noise.ConfigStats | None:
+    """The seed statistics of `trial`'s config, when it was confirmed."""
+    if trial is None:
+        return None
+    return noise.config_stats(study.get_trials(deepcopy=False)).get(trial.number)
 
 
 def locate(target: str, results_dir: str = "results", storage: str | None = None) -> tuple[str, str]:

@@ -19,8 +19,8 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
+from harness import noise, trialdir
 from harness import study as st
-from harness import trialdir
 
 STEP_COLUMNS = ("best_step", "steps_run", "pruned_at")
 RESOURCE_COLUMNS = ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb")
@@ -145,14 +145,19 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         *RESOURCE_COLUMNS,
         "worker",
         "fail_reason",
+        *noise.COLUMNS,
+        noise.REPEAT_OF,
     }
     # A custom metric called e.g. "value" must not overwrite the objective column.
     metric_cols = {m: (f"metric_{m}" if m in fixed or m.startswith("param_") else m) for m in metric_names}
     resources = ["peak_rss_mb"] + [c for c in RESOURCE_COLUMNS[1:] if any(c in t.user_attrs for t in trials)]
+    confirmed = noise.config_stats(trials)
     columns = [
         "number",
         "state",
         "value",
+        *noise.COLUMNS,
+        noise.REPEAT_OF,
         *(f"param_{p}" for p in params),
         *metric_cols.values(),
         *STEP_COLUMNS,
@@ -166,6 +171,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         attrs = t.user_attrs
         metrics = attrs.get("metrics") or {}
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": st.primary_value(t)}
+        stats = confirmed.get(t.number)
+        row.update(stats.columns() if stats else dict.fromkeys(noise.COLUMNS))
+        row[noise.REPEAT_OF] = noise.repeat_of(t)
         row.update({f"param_{p}": t.params.get(p) for p in params})
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
         row.update({c: attrs.get(c) for c in STEP_COLUMNS})
@@ -195,7 +203,8 @@ def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources
     frame = frame.astype(
         {"number": "int64", "state": "str", "value": "float64", "worker": "str", "fail_reason": "str"}
     )
-    frame = frame.astype({c: "Int64" for c in STEP_COLUMNS})
+    frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", noise.REPEAT_OF)})
+    frame = frame.astype({c: "float64" for c in ("value_mean", "value_std", "value_ci95")})
     frame = frame.astype({c: "float64" for c in ["duration_s", *resources, *metrics]})
     return text_if_mixed(frame, params)
 
@@ -275,10 +284,16 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
         table.add_column("pareto", justify="center")
     for n in names:
         table.add_column(n, justify="right")
+    confirmed = {} if multi else noise.config_stats(trials)
+    if confirmed:  # the seed-to-seed noise: mean ± 95% half-width over the config's runs
+        table.add_column("mean ± ci95 (n)", justify="right")
+    if any(noise.is_repeat(t) for t in trials):
+        table.add_column("repeat of", justify="right")
     table.add_column("steps", justify="right")
     table.add_column("s", justify="right")
     for p in param_names:
         table.add_column(SHORT.get(p, p), justify="right")
+    any_repeat = any(noise.is_repeat(t) for t in trials)
     for t in sorted(trials, key=st.rank_key(study))[:limit]:
         steps = t.user_attrs.get("steps_run")
         dur = trial_duration(t)
@@ -288,8 +303,20 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
             t.state.name.lower(),
             *(["★" if t.number in pareto else ""] if multi else []),
             *(fmt(values[i]) if i < len(values) else "-" for i in range(len(names))),
+            *([confirmed[t.number].text() if t.number in confirmed else ""] if confirmed else []),
+            *([str(noise.repeat_of(t)) if noise.is_repeat(t) else ""] if any_repeat else []),
             str(steps) if steps is not None else "-",
             f"{dur:.0f}" if dur is not None else "-",
             *(fmt(t.params.get(p, "-")) for p in param_names),
         )
     return table
+
+
+def noise_lines(study: optuna.Study) -> list[str]:
+    """What `sweep confirm`, `sweep report` and the end of a run say about seed noise: the verdict on best
+    vs runner-up (harness.noise.verdict); nothing for a study without repeats."""
+    if st.is_multi(study):
+        return []
+    stats = noise.config_stats(study.get_trials(deepcopy=False))
+    text = noise.verdict(stats, st.goals(study)[0] == "maximize", metric_name(study))
+    return [text] if text else []

@@ -34,6 +34,10 @@ from harness.errors import HarnessError
 VERSION = "tiny-llama-v2"
 SHIPPED = Path(__file__).resolve().parent / VERSION
 META_FILE = "harness_meta.json"
+# The shipped bytes, as harness.provenance hashes them (and records in every study): a rebuild must update
+# these, so "the same base" means the same bytes on every machine (tests/test_provenance.py).
+WEIGHTS_SHA256 = "4f3639ac885b221389e61d51988ae7b0814b783211b896bc4c0b201be5157a75"
+TOKENIZER_SHA256 = "8a99aa679acf10703802d6ae350130c5db7810e531bd5747544646910ea91cb8"
 PRETRAIN_SEED = corpus.SEED
 HELDOUT_SEED = 4321
 N_DOCS = 30000

@@ -317,6 +317,7 @@ def training_args(spec: TrialSpec, cuda: bool) -> dict[str, Any]:
         "disable_tqdm": True,
         "log_level": "error",
         "seed": spec.seed,
-        "data_seed": s.seed,  # same data order for every trial: differences come from the params
+        # Same data order for every trial (differences come from the params); seed repeats change it.
+        "data_seed": s.seed if spec.data_seed is None else spec.data_seed,
         "dataloader_num_workers": 0,
     }

@@ -40,7 +40,9 @@ def problems(cfg: SweepConfig) -> list[str]:
     for key, trainers in ONLY_FOR.items():
         if trainer in trainers:
             continue
-        where = [f"training.{key}"] if key in t.model_fields_set else []
+        # A default written out (as `sweep best --export` does) is no mistake; another value is.
+        changed = key in t.model_fields_set and getattr(t, key) != type(t).model_fields[key].default
+        where = [f"training.{key}"] if changed else []
         where += [f"parameters.{key}"] if key in cfg.parameters else []
         for w in where:
             out.append(

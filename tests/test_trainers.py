@@ -238,3 +238,23 @@ def test_the_shipped_dpo_and_grpo_sweeps_load_with_their_trainers():
     assert {"beta", "loss_type"} <= set(d.parameters)
     assert {"num_generations", "temperature", "beta"} <= set(g.parameters)
     assert json.dumps(g.training.reward_functions) == '["price_accuracy", "number_format"]'
+
+
+def test_sweep_best_then_train_promotes_a_dpo_config(tmp_path, capsys):
+    import yaml
+
+    from harness.cli import main
+
+    cfg = dpo(tmp_path, "budget.n_trials=1", "budget.max_steps=4", "budget.eval_steps=2", "train.max_steps=4",
+              "train.eval_steps=2", "parameters={beta: {value: 0.1}, learning_rate: {value: 0.003}}",
+              "search_space=null")  # fmt: skip
+    run_sweep(cfg)
+    best = tmp_path / "best.yaml"
+    assert main(["best", cfg.name, "--results-dir", str(tmp_path), "--export", str(best)]) == 0
+    exported = yaml.safe_load(best.read_text())
+    assert exported["trainer"] == "dpo" and exported["parameters"]["beta"] == {"value": 0.1}
+    assert main(["train", str(best)]) == 0
+    folder = tmp_path / f"{cfg.name}-best" / "promoted"
+    assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    assert "rewards_accuracy" in metrics and "test_mae" in metrics

@@ -201,16 +201,21 @@ class TrainingConfig(Strict):
         return _one_of(v, SCHEDULERS, "transformers learning-rate scheduler")
 
 
+def trainer_metrics(trainer: str, rewards: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
+    """What the trainer measures at every eval (no generation needed): TRAINER_METRICS, plus GRPO's
+    `reward_<function>` per reward function."""
+    per_function = tuple(f"reward_{reward_name(r)}" for r in rewards) if trainer == "grpo" else ()
+    return TRAINER_METRICS.get(trainer, ()) + per_function
+
+
 def known_metrics(
     task: str, trainer: str = "sft", rewards: list[str] | tuple[str, ...] = ()
 ) -> tuple[str, ...]:
-    """Every metric a sweep reports: the task's, the trainer's, and GRPO's `reward_<function>` ones."""
-    per_function = tuple(f"reward_{reward_name(r)}" for r in rewards) if trainer == "grpo" else ()
+    """Every metric a sweep reports: the task's and the trainer's."""
     task_metrics = TASK_METRICS.get(task, ())
     if trainer == "grpo":  # no completion likelihood is measured: its evals score generated answers
         task_metrics = tuple(m for m in task_metrics if m not in LOSS_METRICS)
-    names = task_metrics + TRAINER_METRICS.get(trainer, ()) + per_function
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(task_metrics + trainer_metrics(trainer, rewards)))
 
 
 def reward_name(spec: str) -> str:

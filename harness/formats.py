@@ -56,17 +56,17 @@ def _preference(i: int, row: Row, tokenizer: Any, where: str) -> Row:
     from trl.data_utils import extract_prompt, is_conversational, maybe_apply_chat_template
 
     present = [k for k, v in row.items() if v is not None]
-    pair = {k: row.get(k) for k in ("prompt", *PREFERENCE) if row.get(k) is not None}
+    pair: dict[str, Any] = {k: row.get(k) for k in ("prompt", *PREFERENCE) if row.get(k) is not None}
     if any(k not in pair for k in PREFERENCE):
         missing = " and ".join(k for k in PREFERENCE if k not in pair)
         raise DataError(f"{where}: row {i} has no {missing} (columns found: {', '.join(present)}).")
-    if "prompt" not in pair:
-        pair = dict(extract_prompt(pair))
     if not _same_shape(pair):
         raise DataError(
-            f"{where}: row {i} mixes strings and message lists in prompt/chosen/rejected "
+            f"{where}: row {i}: prompt/chosen/rejected must be all strings or all message lists "
             f"(columns found: {', '.join(present)})."
         )
+    if "prompt" not in pair:
+        pair = dict(extract_prompt(pair))
     if is_conversational(pair):
         _need_template(tokenizer, where)
         pair = _strip_bos(dict(maybe_apply_chat_template(pair, tokenizer)), tokenizer)
@@ -114,7 +114,9 @@ def with_prices(rows: list[Row], price_column: str, where: str) -> list[Row]:
 
 
 def _same_shape(pair: Row) -> bool:
-    return len({isinstance(v, str) for v in pair.values()}) == 1
+    """All strings, or all message lists."""
+    kinds = {str if isinstance(v, str) else list if isinstance(v, list) else None for v in pair.values()}
+    return len(kinds) == 1 and None not in kinds
 
 
 def _need_template(tokenizer: Any, where: str) -> None:

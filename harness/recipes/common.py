@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 from harness import fixtures as fx
 from harness import trialdir
-from harness.config import LOSS_METRICS, TRAINER_METRICS, reward_name
+from harness.config import LOSS_METRICS, trainer_metrics
 from harness.errors import NonFiniteLoss
 from harness.spec import OnEval, TrialSpec
 
@@ -40,8 +40,9 @@ def lora_config(spec: TrialSpec) -> Any:
 
 
 class EvalLoop(TrainerCallback):
-    """Every eval_steps: token-weighted loss/perplexity (and generation metrics when the objective needs
-    them), early stopping on the objective, a snapshot of the best adapter, and the pruning hook.
+    """Every eval_steps: the trainer's measure (sft: token-weighted loss/perplexity; dpo, grpo: see their
+    modules) and generation metrics when the objective needs them, early stopping on the objective, a
+    snapshot of the best adapter, the pruning hook and a checkpoint.
 
     Our own loop rather than Trainer eval + EarlyStoppingCallback: the Trainer's eval_loss is a mean of
     batch means (not token-weighted), and its EarlyStoppingCallback needs a checkpoint save at every eval
@@ -54,10 +55,8 @@ class EvalLoop(TrainerCallback):
         # What one eval measures; the trainer's module sets it once its Trainer exists (recipe.finetune).
         self.measure: Measure = lambda model, generate: evaluate(model, fixtures, spec, generate)[0]
         self.metric, self.maximize = s.metric.name, s.metric.goal == "maximize"
-        trainer_metrics = TRAINER_METRICS[s.trainer] + tuple(
-            f"reward_{reward_name(r)}" for r in s.training.reward_functions
-        )
-        self.generate_each_eval = s.evaluation.every_eval or self.metric not in LOSS_METRICS + trainer_metrics
+        measured = LOSS_METRICS + trainer_metrics(s.trainer, s.training.reward_functions)
+        self.generate_each_eval = s.evaluation.every_eval or self.metric not in measured
         self.history: list[dict[str, float]] = []
         self.train_log: list[dict[str, float]] = []
         self.best: float | None = None

@@ -58,7 +58,7 @@ def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
         train = train.remove_columns("completion")
     return GRPOTrainer(
         model=fixtures.model,
-        reward_funcs=reward_functions(spec),
+        reward_funcs=list[Any](reward_functions(spec)),
         args=grpo_config(spec, fixtures.device == "cuda"),
         train_dataset=train,
         processing_class=fixtures.tokenizer,

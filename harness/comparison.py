@@ -60,9 +60,9 @@ def _scores(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> list[str]:
-    """eval_loss untrained -> best; the best trial's headline metrics base -> tuned; each headline metric
-    of the best trial beside the task baselines, and a warning when it does not beat the simplest; where
-    the per-prompt comparison is."""
+    """The objective (or eval_loss) untrained -> best; the best trial's headline metrics base -> tuned;
+    each headline metric of the best trial beside the task baselines, and a warning when it does not beat
+    the simplest; where the per-prompt comparison is."""
     lines: list[str] = []
     baseline = finite(study.user_attrs.get("baseline_metrics"))
     if best is None:
@@ -70,10 +70,14 @@ def summary_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.Froz
             lines.append(f"eval_loss: untrained {baseline['eval_loss']:.4g} (no complete trial yet)")
         return lines
     tuned = finite(best.user_attrs.get("metrics"))
-    if "eval_loss" in baseline and "eval_loss" in tuned:
-        b, t = baseline["eval_loss"], tuned["eval_loss"]
+    # dpo/grpo: their objective (rewards_accuracy, reward: eval_loss is a DPO loss of a chosen loss_type,
+    # or absent); sft: eval_loss (a generation objective has its own base -> tuned line below).
+    objective = cfg.metric.name
+    name = objective if cfg.trainer != "sft" and objective in baseline and objective in tuned else "eval_loss"
+    if name in baseline and name in tuned:
+        b, t = baseline[name], tuned[name]
         ratio = f" ({t / b:.2f}x)" if b > 0 else ""
-        lines.append(f"eval_loss: untrained {b:.4g} -> best {t:.4g}{ratio}  (trial {best.number})")
+        lines.append(f"{name}: untrained {b:.4g} -> best {t:.4g}{ratio}  (trial {best.number})")
     before = finite(best.user_attrs.get("before_metrics"))
     pairs = [f"{n} {before[n]:.4g} -> {tuned[n]:.4g}" for n in headline(cfg) if n in before and n in tuned]
     if pairs:

@@ -228,7 +228,10 @@ def main() -> list[str]:
         "P5 peak RSS per trial (MB): "
         + " ".join(f"{t['peak_rss_mb']:.0f}" if t["peak_rss_mb"] else "-" for t in trials)
     )
-    print("P5 RSS at each trial's end (MB): " + " ".join(f"{t['rss_mb']:.0f}" if t["rss_mb"] else "-" for t in trials))
+    print(
+        "P5 RSS at each trial's end (MB): "
+        + " ".join(f"{t['rss_mb']:.0f}" if t["rss_mb"] else "-" for t in trials)
+    )
     lines = [growth_line(trials), gpu_line()]
     for line in lines:
         print(line)

@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:  # run as a script: make `harness` importable from
 LINE = re.compile(r"^[A-Z]\d+[a-z]? \S+=\S+ target(<=|>=)\S+ (PASS|MISS|ERROR|SKIP)\b")
 FIGURE = re.compile(
     r"^(?P<tag>[A-Z]\d+[a-z]?) (?P<name>\S+)=(?P<value>[-+0-9.eE]+|nan|inf|n/a)(?P<unit>[a-z%]*) "
-    r"target(?P<op><=|>=)(?P<target>[-+0-9.eE]+)[a-z%]* (?P<status>PASS|MISS|ERROR|SKIP)(?:\s+#\s*(?P<note>.*))?$"
+    r"target(?P<op><=|>=)(?P<target>[-+0-9.eE]+)[a-z%]* (?P<status>PASS|MISS|ERROR|SKIP)"
+    r"(?:\s+#\s*(?P<note>.*))?$"
 )
 # Same for both sides of every comparison. 1, not 2: with anything else running on a 2-core machine, two
 # torch threads per process slow CPU training ~4x (measured here), which would swamp the ratios.

@@ -61,7 +61,15 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, load_avg, machine_facts, result_line, setup_torch, sweep_config, write_json
+from benchmarks.common import (
+    ROOT,
+    load_avg,
+    machine_facts,
+    result_line,
+    setup_torch,
+    sweep_config,
+    write_json,
+)
 
 TOLERANCE = 0.02
 METHODS = ["harness", "hf", "random", "grid", "harness-hyperband", "harness-sh"]
@@ -417,7 +425,9 @@ def score(traces: list[dict[str, Any]]) -> dict[str, Any]:
             if ref is not None and ref[0] > 0:
                 row["ratio"].append(secs / ref[0])
         if ref is not None and not ref[2]:
-            print(f"  seed {seed}: harness never got within 2% of {best:.4f}: its ratios that seed are bounds")
+            print(
+                f"  seed {seed}: harness never got within 2% of {best:.4f}: its ratios that seed are bounds"
+            )
     for row in rows.values():
         row["median_time"] = statistics.median(row["time"])
         row["median_steps"] = statistics.median(row["steps"])

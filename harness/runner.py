@@ -122,7 +122,11 @@ def run_sweep(
         objective = Objective(cfg, recipe, progress=display)
         timeout = cfg.budget.timeout_minutes * 60 if cfg.budget.timeout_minutes else None
         study.optimize(
-            objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper, budget, *callbacks]
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[stopper, budget, *callbacks],
         )
         ran = objective.started
     if budget.recovered:

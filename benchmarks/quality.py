@@ -22,8 +22,10 @@ with the same sweep seed and the same budget of train steps:
   value; harness's engine with `method=grid` (the points in an order shuffled by the seed).
 
 Budget: BUDGET_TRIALS x max_steps train steps per method (pruned trials count the steps they ran); a method
-with pruning runs more trials inside it, the grid stops when its points run out. 6 x 300 = 1,800 steps: 6
-methods x 3 seeds, two jobs at a time (one torch thread each), is ~35 minutes on an idle 2-core machine.
+with pruning runs more trials inside it, the grid stops when its points run out. 5 x 300 = 1,500 steps:
+6 methods x 3 seeds = 18 runs, two at a time (one torch thread each), is about 40 minutes on an idle
+2-core machine (a one-thread job trains ~6-7 steps/s here); a loaded machine takes longer, and
+BENCH_QUALITY_* below run a reduced version.
 
 The common measure: the eval_loss (token-weighted mean NLL over the completion tokens of the same 128
 validation rows, tokenized by harness.fixtures.tokenize_rows on both sides) of the adapter the method hands
@@ -536,6 +538,15 @@ def main() -> list[str]:
     )
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         traces = run_jobs(s, Path(tmp))
+    lines = report(traces, s)
+    print(f"P3 done in {time.perf_counter() - t0:.0f}s; {load_avg()}")
+    for line in lines:
+        print(line)
+    return lines
+
+
+def report(traces: list[dict[str, Any]], s: Settings) -> list[str]:
+    """The table, the extra rows and the figure lines; writes benchmarks/last-quality.json."""
     rows = score(traces)
     print("P3 time and train steps until the running best is within 2% of the best any method found:")
     print_table(rows, s)
@@ -546,9 +557,6 @@ def main() -> list[str]:
     pruner = fastest_pruner(rows)
     if pruner:
         print(f"P3 fastest pruner by median time to near-best: {pruner} (the sweep file ships median)")
-    print(f"P3 done in {time.perf_counter() - t0:.0f}s; {load_avg()}")
-    for line in lines:
-        print(line)
     write_json(
         OUT,
         {
@@ -568,8 +576,20 @@ def parse_line(line: str) -> dict[str, Any]:
     return parse_figure(line)
 
 
+def rescore(folder: str) -> None:
+    """`python -m benchmarks.quality score DIR`: score the traces (*.json) of jobs already run, e.g. the
+    ones a run that was stopped early left in its temp folder (settings as in the environment)."""
+    traces = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    names = ", ".join(f"{t['method']}/{t['seed']}" for t in traces)
+    print(f"P3 {len(traces)} traces from {folder}: {names}")
+    for line in report(traces, Settings.from_env()):
+        print(line)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "job":
         job(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "score":
+        rescore(sys.argv[2])
     else:
         main()

@@ -63,11 +63,17 @@ def is_transient(e: BaseException) -> bool:
 
 def immediate_transactions(engine: Any) -> None:
     """BEGIN IMMEDIATE for every transaction of this engine (SQLAlchemy's documented pysqlite recipe:
-    take BEGIN away from the driver, emit our own)."""
+    take BEGIN away from the driver, emit our own), and synchronous=NORMAL on its WAL database."""
     from sqlalchemy import event
 
     def on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
+        # The writer's database is in WAL mode (study.use_wal). There, synchronous=NORMAL fsyncs at
+        # checkpoints instead of at every commit: still never corrupt, and a killed process loses nothing;
+        # only a power cut or OS crash can drop the last commits, which leaves the study resumable (the
+        # trial they belonged to is found interrupted and retried). A trial makes ~20 commits: ~30% of
+        # the storage time per trial here (P7).
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     def on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -98,7 +104,9 @@ def set_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
         return
     storage = getattr(trial, "storage", None)
     trial_id = getattr(trial, "_trial_id", None)
-    backend = getattr(storage, "_backend", storage)  # _CachedStorage forwards attr writes to its backend
+    backend = storage
+    if type(storage).__name__ == "_CachedStorage":  # forwards attr writes to the RDBStorage it wraps
+        backend = storage._backend
     written = False
     if storage is not None and trial_id is not None:
         try:

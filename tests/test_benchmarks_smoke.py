@@ -129,3 +129,19 @@ def test_memory_growth_runs_real_trials_and_reads_their_peaks(tmp_path):
 
     if not torch.cuda.is_available():
         assert gpu_line().endswith("SKIP  # no CUDA device here")
+
+
+def test_bench_summary_writes_last_json_and_keeps_the_previous(tmp_path, monkeypatch):
+    import json
+
+    main = importlib.import_module("benchmarks.__main__")
+    monkeypatch.setattr(main, "LAST", tmp_path / "last.json")
+    monkeypatch.setattr(main, "PREV", tmp_path / "prev.json")
+    monkeypatch.setattr(main, "ROOT", tmp_path)
+    main.save(["G1 batched_generation_speedup=7x target>=4x PASS"], 12.0)
+    main.save(["G1 batched_generation_speedup=9x target>=4x PASS"], 12.0)
+    last = json.loads((tmp_path / "last.json").read_text())
+    assert last["figures"][0]["value"] == 9 and last["figures"][0]["pass"] is True
+    assert {"cpu_count", "load_avg", "torch", "git_commit"} <= set(last["machine"])
+    assert main.previous() == {"G1 batched_generation_speedup": "9.0x"}
+    assert json.loads((tmp_path / "prev.json").read_text())["figures"][0]["value"] == 7

@@ -477,8 +477,12 @@ def print_table(rows: dict[str, dict[str, Any]], s: Settings) -> None:
 
 
 def fastest_pruner(rows: dict[str, dict[str, Any]]) -> str | None:
-    have = [(rows[m]["median_time"], PRUNER_ROWS[m]) for m in PRUNER_ROWS if m in rows]
-    return min(have)[1] if have else None
+    """The pruner that got within 2% on the most seeds, then the lowest median time (a seed where a method
+    never got there is charged its whole run, which can be shorter than another method's success)."""
+    have = [
+        (-sum(rows[m]["reached"]), rows[m]["median_time"], PRUNER_ROWS[m]) for m in PRUNER_ROWS if m in rows
+    ]
+    return min(have)[2] if have else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -545,8 +549,8 @@ def main() -> list[str]:
     return lines
 
 
-def report(traces: list[dict[str, Any]], s: Settings) -> list[str]:
-    """The table, the extra rows and the figure lines; writes benchmarks/last-quality.json."""
+def report(traces: list[dict[str, Any]], s: Settings, save: bool = True) -> list[str]:
+    """The table, the extra rows and the figure lines; writes benchmarks/last-quality.json (`save`)."""
     rows = score(traces)
     print("P3 time and train steps until the running best is within 2% of the best any method found:")
     print_table(rows, s)
@@ -556,7 +560,9 @@ def report(traces: list[dict[str, Any]], s: Settings) -> list[str]:
             print(f"P3 {method} / harness time to near-best: {rows[method]['median_ratio']:.2f}x (no target)")
     pruner = fastest_pruner(rows)
     if pruner:
-        print(f"P3 fastest pruner by median time to near-best: {pruner} (the sweep file ships median)")
+        print(f"P3 best pruner (seeds within 2%, then median time): {pruner} (the sweep file ships median)")
+    if not save:
+        return lines
     write_json(
         OUT,
         {
@@ -577,12 +583,15 @@ def parse_line(line: str) -> dict[str, Any]:
 
 
 def rescore(folder: str) -> None:
-    """`python -m benchmarks.quality score DIR`: score the traces (*.json) of jobs already run, e.g. the
-    ones a run that was stopped early left in its temp folder (settings as in the environment)."""
-    traces = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    """`python -m benchmarks.quality score DIR|FILE`: score the traces (*.json) of jobs already run, e.g.
+    the ones a run stopped early left in its temp folder, or a saved last-quality.json."""
+    if folder.endswith(".json"):  # a saved benchmarks/last-quality.json
+        traces = json.loads(Path(folder).read_text())["traces"]
+    else:
+        traces = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
     names = ", ".join(f"{t['method']}/{t['seed']}" for t in traces)
     print(f"P3 {len(traces)} traces from {folder}: {names}")
-    for line in report(traces, Settings.from_env()):
+    for line in report(traces, Settings.from_env(), save=False):
         print(line)
 
 

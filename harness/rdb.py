@@ -102,11 +102,11 @@ def set_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
     internals moved, falls back to one public call per attr."""
     if not attrs:
         return
-    storage = getattr(trial, "storage", None)
+    storage: Any = getattr(trial, "storage", None)
     trial_id = getattr(trial, "_trial_id", None)
     backend = storage
     if type(storage).__name__ == "_CachedStorage":  # forwards attr writes to the RDBStorage it wraps
-        backend = storage._backend
+        backend = getattr(storage, "_backend", storage)
     written = False
     if storage is not None and trial_id is not None:
         try:

@@ -145,3 +145,16 @@ def test_bench_summary_writes_last_json_and_keeps_the_previous(tmp_path, monkeyp
     assert {"cpu_count", "load_avg", "torch", "git_commit"} <= set(last["machine"])
     assert main.previous() == {"G1 batched_generation_speedup": "9.0x"}
     assert json.loads((tmp_path / "prev.json").read_text())["figures"][0]["value"] == 7
+
+
+def test_best_pruner_is_the_one_within_2_percent_on_most_seeds_then_fastest():
+    from benchmarks.quality import fastest_pruner
+
+    rows = {
+        "harness": {"reached": [True, True, False], "median_time": 269.0},
+        "harness-hyperband": {"reached": [True, True, False], "median_time": 241.0},
+        "harness-sh": {"reached": [True, True, True], "median_time": 256.0},
+    }
+    assert fastest_pruner(rows) == "successive_halving"
+    rows["harness-sh"]["reached"] = [True, False, False]
+    assert fastest_pruner(rows) == "hyperband"

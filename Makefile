@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench lint install clean base
+.PHONY: run test test-slow bench bench-quality lint install clean base
 run: $(STAMP)
 	$(VENV)/bin/sweep run sweeps/pricer.yaml
 
@@ -14,8 +14,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -n 2 --dist loadfile
 
+# Figures printed and written to benchmarks/last.json (the previous run's kept as benchmarks/prev.json).
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# Time to a near-best config: harness vs HF hyperparameter_search, random search, a grid (~40 min, 2 cores).
+bench-quality: $(STAMP)
+	$(PY) -m benchmarks.quality
 
 # ruff (lint + format) and mypy (settings in pyproject.toml: harness/, pydantic plugin).
 lint: $(STAMP)

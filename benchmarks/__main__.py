@@ -1,18 +1,27 @@
 """`make bench`: run every benchmark in its own process, stream its output, then list the figures.
 
+The figures also go to benchmarks/last.json (figure, value, unit, target, pass, note, and the machine's
+facts: cores, load, library versions, commit), written atomically; the run before is kept as prev.json
+and the summary shows each figure's previous value beside the new one. Both files are git-ignored: they
+describe one machine.
+
 One process per benchmark: each starts from nothing loaded (no session fixtures or monkeypatches carried
 over), and one crashing prints an ERROR line instead of stopping the rest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
 from benchmarks import BENCHES
-from benchmarks.common import LINE, ROOT, load_avg
+from benchmarks.common import LINE, ROOT, load_avg, machine_facts, parse_figure, write_json
+
+LAST = ROOT / "benchmarks" / "last.json"
+PREV = ROOT / "benchmarks" / "prev.json"
 
 NOISE = ("Loading weights", "gemm_4bit_forward", "Writing model shards")
 
@@ -56,9 +65,37 @@ def main() -> int:
         print(f"\n== {name}", flush=True)
         figures += run_one(name)
     print(f"\n== summary ({time.perf_counter() - t0:.0f}s; {load_avg()})")
+    before = previous()
     for line in figures:
-        print(line)
+        old = before.get(parse_figure(line)["figure"])
+        print(line + (f"   (last run: {old})" if old is not None else ""))
+    save(figures, time.perf_counter() - t0)
     return 1 if any(" ERROR" in f for f in figures) else 0
+
+
+def previous() -> dict[str, str]:
+    """figure -> value+unit of the last run (benchmarks/last.json), to print beside the new one."""
+    try:
+        data = json.loads(LAST.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {
+        f["figure"]: f"{f.get('value')}{f.get('unit', '')}" for f in data.get("figures", []) if "figure" in f
+    }
+
+
+def save(figures: list[str], seconds: float) -> None:
+    if LAST.exists():
+        LAST.replace(PREV)
+    write_json(
+        LAST,
+        {
+            "seconds": round(seconds),
+            "machine": machine_facts(),
+            "figures": [parse_figure(f) for f in figures],
+        },
+    )
+    print(f"(figures written to {LAST.relative_to(ROOT)})")
 
 
 if __name__ == "__main__":

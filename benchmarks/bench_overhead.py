@@ -1,8 +1,9 @@
 """P1: the share of a sweep's wall time spent outside training steps and evaluation.
 
-A real sweep (`run_sweep`, the default sweep file on the builtin model, pruning and early stopping off so
-every trial runs its full budget of >= 20 s) is timed from nothing loaded -- base-model load and data
-tokenization are part of it, amortised over the trials as in a real sweep -- to the last trial recorded.
+A real sweep (`run_sweep`, the default sweep file on the builtin model: 8 trials of 300 steps, pruning and
+early stopping off so every trial runs its full budget of >= 20 s) is timed from nothing loaded -- base-model
+load and data tokenization are part of it, amortised over the trials as in a real sweep -- to the last trial
+recorded.
 Inside it, from this process (no harness edits), by wrapping the libraries' own entry points:
 
 - train: each optimizer step, from fetching its batches (Trainer.get_batch_samples) through on_step_begin
@@ -29,11 +30,14 @@ if __package__ in (None, ""):
 
 from benchmarks.common import load_avg, result_line, setup_torch, sweep_config
 
-TARGET = 5.0  # percent
+TARGET = 3.0  # percent
 MIN_TRIAL_S = 20.0
-N_TRIALS = 3
-MAX_STEPS = 120
-EVAL_STEPS = 20
+# The shipped sweep as `make run` runs it (sweeps/pricer.yaml: 8 trials of 300 steps, an eval every 50),
+# so the one-off load is amortised as a user's sweep amortises it. (3 trials of 120 steps ran under
+# MIN_TRIAL_S on an idle machine; 3 x 300 measured 3.55% beside this run's figure.)
+N_TRIALS = 8
+MAX_STEPS = 300
+EVAL_STEPS = 50
 
 
 class Clock:

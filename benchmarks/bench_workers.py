@@ -10,7 +10,7 @@ ratio = wall(1 worker, 2 threads) / wall(2 workers) = throughput(2 workers) / th
 
 Storage overhead: W processes run `run_sweep` on one SQLite study with an instant recipe (one eval, no
 training), so all of a trial's time is the harness's bookkeeping and the storage (random sampler: the
-sampler's share is P5's). Printed per worker count: wall x W / trials = the time one worker spends per
+sampler's share is P7's). Printed per worker count: wall x W / trials = the time one worker spends per
 trial, and the study's trials per second.
 """
 

@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `harness` importable from the repo root
     sys.path.insert(0, str(ROOT))
 
-LINE = re.compile(r"^[A-Z]\d+[a-z]? \S+=\S+ target(<=|>=)\S+ (PASS|MISS|ERROR)\b")
+LINE = re.compile(r"^[A-Z]\d+[a-z]? \S+=\S+ target(<=|>=)\S+ (PASS|MISS|ERROR|SKIP)\b")
+FIGURE = re.compile(
+    r"^(?P<tag>[A-Z]\d+[a-z]?) (?P<name>\S+)=(?P<value>[-+0-9.eE]+|nan|inf|n/a)(?P<unit>[a-z%]*) "
+    r"target(?P<op><=|>=)(?P<target>[-+0-9.eE]+)[a-z%]* (?P<status>PASS|MISS|ERROR|SKIP)"
+    r"(?:\s+#\s*(?P<note>.*))?$"
+)
 # Same for both sides of every comparison. 1, not 2: with anything else running on a 2-core machine, two
 # torch threads per process slow CPU training ~4x (measured here), which would swamp the ratios.
 THREADS = 1
@@ -132,3 +137,67 @@ def ensure_bench_model() -> Path:
 
 def bench_model_params(path: Path) -> int:
     return int(json.loads((path / "bench_meta.json").read_text())["params"])
+
+
+def parse_figure(line: str) -> dict[str, Any]:
+    """A result line as a record for benchmarks/last.json: figure, value, unit, target, pass, note."""
+    m = FIGURE.match(line.strip())
+    if m is None:
+        return {"line": line, "figure": line.split(" ", 2)[:2], "pass": False}
+    value = m["value"]
+    return {
+        "figure": f"{m['tag']} {m['name']}",
+        "value": float(value) if value not in ("n/a",) else None,
+        "unit": m["unit"],
+        "target": f"{m['op']}{m['target']}",
+        "pass": m["status"] == "PASS",
+        "status": m["status"],
+        "note": m["note"] or "",
+        "line": line,
+    }
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a figure depends on besides the code: so two runs of last.json can be compared fairly."""
+    import platform
+    import subprocess
+
+    facts: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        facts["cpu"] = next(
+            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), ""
+        )
+    except OSError:
+        pass
+    for mod in ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna"):
+        try:
+            facts[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing library is a fact too
+            facts[mod] = None
+    try:
+        facts["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        pass
+    try:
+        import torch
+
+        facts["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001
+        facts["gpu"] = None
+    return facts
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic: a temp file in the same folder, then rename (a crash never leaves half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)

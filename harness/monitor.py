@@ -186,11 +186,16 @@ class ResourceMonitor:
         self.stop()
 
 
+def measured(figures: dict[str, float | None]) -> dict[str, float]:
+    """Only the figures that were measured, so tables skip what a CPU cannot know."""
+    return {key: value for key, value in figures.items() if value is not None}
+
+
 def record(trial: Any, figures: dict[str, float | None]) -> None:
-    """Flat user attrs (peak_rss_mb, ...), only the measured ones, so tables skip what a CPU cannot know."""
-    for key, value in figures.items():
-        if value is not None:
-            try:
-                trial.set_user_attr(key, value)
-            except Exception:  # noqa: BLE001 - a storage hiccup on a side figure must not fail the trial
-                pass
+    """Flat user attrs (peak_rss_mb, ...) while a trial runs (`sweep watch`); a finished trial's last
+    figures go with its results in one storage call (objective.record)."""
+    for key, value in measured(figures).items():
+        try:
+            trial.set_user_attr(key, value)
+        except Exception:  # noqa: BLE001 - a storage hiccup on a side figure must not fail the trial
+            pass

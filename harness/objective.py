@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness import failures, monitor, search_space, tracking, trialdir
+from harness import failures, monitor, rdb, search_space, tracking, trialdir
 from harness.config import SweepConfig
 from harness.errors import TrialFailed
 from harness.spec import OnEval, Recipe, TrialResult, TrialSpec
@@ -71,7 +71,8 @@ class Objective:
             # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
             # records FAIL; the retry is queued here and keeps the checkpoint it resumes from.
             resources = usage.stop()
-            monitor.record(trial, resources)
+            if result is None:  # a finished trial writes them with its results, in one call (record)
+                monitor.record(trial, resources)
             if result is None and failed is None:
                 self.tracker.finish("FAIL", {})
                 trial.set_user_attr("fail_reason", failures.INTERRUPTED)
@@ -84,7 +85,7 @@ class Objective:
                 self.tracker.finish("FAIL", {**resources})
                 self.progress("trial_fail", {"trial": trial.number, "reason": reason})
         assert result is not None  # every other way out raised above
-        record(trial, result)
+        record(trial, result, resources)
         values = objective_values(cfg, result)
         missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
         if result.pruned:
@@ -202,18 +203,24 @@ def objective_values(cfg: SweepConfig, result: TrialResult) -> list[float | None
     return out
 
 
-def record(trial: optuna.Trial, result: TrialResult) -> None:
-    """What reports need without opening trial folders: finite metrics, steps, timing."""
-    trial.set_user_attr("metrics", {k: v for k, v in result.metrics.items() if math.isfinite(v)})
-    trial.set_user_attr("best_step", result.best_step)
-    trial.set_user_attr("steps_run", result.steps_run)
-    trial.set_user_attr("duration_s", round(result.duration_s, 3))
-    trial.set_user_attr("stopped_early", result.stopped_early)
+def record(
+    trial: optuna.Trial, result: TrialResult, resources: dict[str, float | None] | None = None
+) -> None:
+    """What reports need without opening trial folders: finite metrics, steps, timing, memory figures.
+    One storage call for all of them (rdb.set_user_attrs): on SQLite each attr would be its own commit."""
+    attrs: dict[str, object] = {
+        "metrics": {k: v for k, v in result.metrics.items() if math.isfinite(v)},
+        "best_step": result.best_step,
+        "steps_run": result.steps_run,
+        "duration_s": round(result.duration_s, 3),
+        "stopped_early": result.stopped_early,
+    }
     if result.before_metrics:
-        before = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
-        trial.set_user_attr("before_metrics", before)
+        attrs["before_metrics"] = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
     if result.pruned:
-        trial.set_user_attr("pruned_at", result.steps_run)
+        attrs["pruned_at"] = result.steps_run
+    attrs.update(monitor.measured(resources or {}))
+    rdb.set_user_attrs(trial, attrs)
 
 
 class StopAfterFailures:

@@ -11,6 +11,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,9 @@ def run_sweep(
     storage: str | None = None,
     recipe: Recipe | None = None,
     console: Console | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> RunOutcome:
+    """`callbacks` run after each trial, as Optuna's (e.g. a budget in train steps; benchmarks/quality.py)."""
     console = console or Console(highlight=False)
     quiet_libraries()
     url = st.storage_url(cfg, storage)
@@ -120,7 +123,11 @@ def run_sweep(
         objective = Objective(cfg, recipe, progress=display)
         timeout = cfg.budget.timeout_minutes * 60 if cfg.budget.timeout_minutes else None
         study.optimize(
-            objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[stopper, budget]
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[stopper, budget, *callbacks],
         )
         ran = objective.started
     if budget.recovered:

@@ -44,14 +44,17 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
     One seed per process gave two workers started together the same random stream, so they trained the
     same params side by side. Trial numbers are unique in a study (the storage hands them out), so seeding
     by them keeps one worker's sweep reproducible and keeps workers apart. The samplers' state lives in
-    the storage (TPE, CMA-ES, grid read the trials), so a fresh one per trial loses nothing but caches."""
+    the storage (TPE, CMA-ES, grid read the trials), so a fresh one per trial loses nothing but caches,
+    and those are handed on (keep_caches)."""
 
     def __init__(self, seed: int, make: Callable[[int], optuna.samplers.BaseSampler]) -> None:
         self.seed, self.make = seed, make
         self.inner = make(seed)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.inner = self.make(self.seed + 7919 * trial.number)
+        fresh = self.make(self.seed + 7919 * trial.number)
+        keep_caches(self.inner, fresh)
+        self.inner = fresh
         self.inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
@@ -72,3 +75,18 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()
+
+
+# Incremental caches of one study's search space: TPE's IntersectionSearchSpace reads only the trials
+# finished since its last call. They hold no randomness, so handing them to the next trial's sampler keeps
+# every trial's params exactly as before; without them TPE rescanned the whole study on every trial, ~3x
+# the sampler's time per trial at 500 trials (P7).
+_CACHES = ("_search_space", "_group_decomposed_search_space")
+
+
+def keep_caches(old: optuna.samplers.BaseSampler, new: optuna.samplers.BaseSampler) -> None:
+    if type(old) is not type(new):
+        return
+    for name in _CACHES:
+        if getattr(old, name, None) is not None and hasattr(new, name):
+            setattr(new, name, getattr(old, name))

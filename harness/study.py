@@ -62,9 +62,10 @@ def check_url(url: str) -> None:
 
 
 def use_wal(path: Path) -> None:
-    """SQLite in write-ahead-log mode: one fsync per commit instead of several (each trial.report and
-    set_user_attr is a commit), and readers (`sweep watch`, `status`) never block the running sweep.
-    The mode is stored in the database file, so it is set once, by the writer."""
+    """SQLite in write-ahead-log mode: at most one fsync per commit instead of several (none with the
+    writer's synchronous=NORMAL, rdb.py; each trial.report is a commit), and readers (`sweep watch`,
+    `status`) never block the running sweep. The mode is stored in the database file, so it is set
+    once, by the writer."""
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 from helpers import FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
@@ -89,3 +90,29 @@ def test_storage_urls_are_checked_and_masked():
     assert "s3cret" not in str(e.value)
     with pytest.raises(StorageError, match="three slashes"):
         check_url("sqlite://study.db")
+
+
+def test_end_of_trial_attrs_are_one_storage_call(tmp_path, storage):
+    """rdb.set_user_attrs writes every attr (read back by a fresh load) in one transaction on RDB."""
+    from sqlalchemy import event
+
+    from harness import rdb
+    from harness import study as st
+
+    cfg = sweep(tmp_path, "budget.n_trials=1")
+    url = st.storage_url(cfg, storage)
+    study = st.open_study(cfg, st.open_storage(url), url)
+    trial = study.ask()
+    engine = getattr(getattr(study._storage, "_backend", None), "engine", None)
+    commits: list[int] = []
+    if engine is not None:
+        event.listen(engine, "commit", lambda conn: commits.append(1))
+    attrs = {"metrics": {"eval_loss": 0.7}, "steps_run": 60, "duration_s": 1.5, "peak_rss_mb": 800.0}
+    rdb.set_user_attrs(trial, attrs)
+    if engine is not None:
+        assert len(commits) == 1
+    assert trial.user_attrs == {**trial.user_attrs, **attrs}  # the trial's own view, as set_user_attr
+    study.tell(trial, 0.7)
+    again = optuna.load_study(study_name=cfg.name, storage=st.open_storage(url))
+    stored = again.trials[0].user_attrs
+    assert {k: stored[k] for k in attrs} == attrs

@@ -79,9 +79,8 @@ def previous() -> dict[str, str]:
         data = json.loads(LAST.read_text())
     except (OSError, ValueError):
         return {}
-    return {
-        f["figure"]: f"{f.get('value')}{f.get('unit', '')}" for f in data.get("figures", []) if "figure" in f
-    }
+    figures = [f for f in data.get("figures", []) if "figure" in f and f.get("value") is not None]
+    return {f["figure"]: f"{f['value']}{f.get('unit', '')}" for f in figures}
 
 
 def save(figures: list[str], seconds: float) -> None:

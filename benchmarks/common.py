@@ -176,10 +176,12 @@ def machine_facts() -> dict[str, Any]:
         )
     except OSError:
         pass
+    from importlib import metadata
+
     for mod in ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna"):
-        try:
-            facts[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing library is a fact too
+        try:  # the installed version, without importing (and initialising) the library
+            facts[mod] = metadata.version(mod)
+        except metadata.PackageNotFoundError:  # a missing library is a fact too
             facts[mod] = None
     try:
         facts["git_commit"] = subprocess.run(
@@ -187,10 +189,9 @@ def machine_facts() -> dict[str, Any]:
         ).stdout.strip()
     except OSError:
         pass
+    torch = sys.modules.get("torch")  # only when already loaded: the summary process never loads torch
     try:
-        import torch
-
-        facts["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        facts["gpu"] = torch.cuda.get_device_name(0) if torch and torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001
         facts["gpu"] = None
     return facts

@@ -8,6 +8,8 @@ trial (pruned). The base model comes from fixtures and is left exactly as it was
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -116,12 +118,14 @@ def fresh_adapter_metrics(spec: TrialSpec, fixtures: fx.Fixtures) -> dict[str, f
     kind = TRAINERS[spec.sweep.trainer]
     base, forward, trainer = fixtures.model, fixtures.model.__dict__.get("forward"), None
     set_seed(spec.seed)
+    scratch = tempfile.TemporaryDirectory(prefix="harness-base-")  # the Trainer's output_dir: nothing kept
     try:
-        trainer = kind.build(spec, fixtures, [])
+        trainer = kind.build(dataclasses.replace(spec, output_dir=Path(scratch.name)), fixtures, [])
         trainer.remove_callback(PrinterCallback)
         return kind.measure(trainer, fixtures, spec)(trainer.model, spec.sweep.evaluation.samples > 0)
     finally:
         release(base, trainer.model if trainer is not None else None, forward)
+        scratch.cleanup()
 
 
 class QLoRARecipe:

@@ -62,6 +62,7 @@ def test_a_dpo_trial_ranks_chosen_above_rejected_and_leaves_the_base_unchanged(t
     )
     untrained = fresh_adapter_metrics(spec, fx)
     assert_base_restored(fx, before)
+    assert not (tmp_path / "t0").exists()  # measuring the base leaves nothing in the results folder
     # The base is its own reference: every reward is 0, so no pair is ranked right and the loss is log 2.
     assert untrained["rewards_accuracy"] == 0.0
     assert math.isclose(untrained["eval_loss"], math.log(2), rel_tol=1e-4)

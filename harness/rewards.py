@@ -9,10 +9,8 @@ No torch here: the sweep file's reward functions are resolved (and a missing one
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from harness import prices
 from harness.config import reward_name
 from harness.errors import ConfigError, RewardFailed
+from harness.spec import import_callable
 
 RewardFn = Callable[..., list[float]]
 
@@ -72,27 +71,12 @@ def resolve(spec: str, folder: Path | None = None) -> RewardFn:
     """A builtin name, or `module:function` importable from `folder` (the sweep file's) or sys.path."""
     if spec in BUILTIN:
         return BUILTIN[spec]
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
+    if ":" not in spec:
         raise ConfigError(
             f"reward function {spec!r} is neither a builtin ({', '.join(BUILTIN)}) nor module:function"
         )
-    added = [str(folder)] if folder is not None and str(folder) not in sys.path else []
-    sys.path[:0] = added
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError as e:
-        raise ConfigError(f"reward function {spec!r}: cannot import {module}: {e}") from None
-    finally:
-        for p in added:
-            sys.path.remove(p)
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"reward function {spec!r}: {module} has no {name}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"reward function {spec!r} is not callable")
-    return obj
+    fn: RewardFn = import_callable(spec, "reward function", [folder] if folder is not None else [])
+    return fn
 
 
 def checked(fn: RewardFn, name: str) -> RewardFn:

@@ -137,22 +137,29 @@ class MeasuresTaskBaselines(Protocol):
 def import_recipe(spec: str, search: Sequence[Path] = ()) -> Recipe:
     """`package.module:function` -> the callable, for running collections with a fake recipe.
     `search`: folders tried too (the pytest rootdir: the `pytest` script does not put it on sys.path)."""
-    module, sep, name = spec.partition(":")
+    recipe: Recipe = import_callable(spec, "recipe", search)
+    return recipe
+
+
+def import_callable(text: str, what: str, search: Sequence[Path] = ()) -> Any:
+    """`package.module:function` (or `module:Class.method`) -> the callable, importing from `search`
+    folders too; every problem is a ConfigError naming `what` (a recipe, a reward function) and `text`."""
+    module, sep, name = text.partition(":")
     if not sep or not module or not name:
-        raise ConfigError(f"recipe {spec!r}: expected package.module:function")
+        raise ConfigError(f"{what} {text!r}: expected package.module:function")
     added = [str(p) for p in search if str(p) not in sys.path]
     sys.path[:0] = added
     try:
         obj: Any = importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"recipe {spec!r}: cannot import {module}: {e}") from None
+        raise ConfigError(f"{what} {text!r}: cannot import {module}: {e}") from None
     finally:
         for p in added:
             sys.path.remove(p)
     for part in name.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"recipe {spec!r}: {module} has no {name}")
+            raise ConfigError(f"{what} {text!r}: {module} has no {name}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"recipe {spec!r} is not callable")
+        raise ConfigError(f"{what} {text!r} is not callable")
     return obj

@@ -26,19 +26,18 @@ PREFERENCE = ("chosen", "rejected")
 WRONG_FACTORS = (0.3, 0.45, 0.55, 1.7, 2.0, 2.6)
 
 
-def detect(cols: list[str], trainer: str, fmt: str) -> str:
-    """The row format a split is read as: `dataset.format`, or detected from the columns."""
+def detect(trainer: str, fmt: str) -> str:
+    """The row format a dpo/grpo split is read as: `dataset.format`, else the trainer's one format (its
+    columns are then checked against it, so a file of the wrong shape is named, not guessed around)."""
     if fmt != "auto":
         return fmt
-    if trainer == "dpo":
-        return "preference"
-    return "prompt-only"
+    return "preference" if trainer == "dpo" else "prompt-only"
 
 
 def format_rows(rows: list[Row], trainer: str, fmt: str, tokenizer: Any, where: str) -> list[Row]:
     cols = _columns(rows)
     found = f"found columns: {', '.join(cols) or 'none'}"
-    kind = detect(cols, trainer, fmt)
+    kind = detect(trainer, fmt)
     if kind == "preference":
         missing = [c for c in PREFERENCE if c not in cols]
         if missing:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, bench_cache_dir, load_avg, result_line, setup_torch, sweep_config
+from benchmarks.common import ROOT, ensure_random_llama, load_avg, result_line, setup_torch, sweep_config
 
 GROWTH_TARGET = 2.0  # percent
 GPU_TARGET = 40.0  # percent
@@ -113,38 +112,7 @@ def growth_line(trials: list[dict[str, Any]]) -> str:
 
 def ensure_gpu_model() -> Path:
     """A ~1.06B-parameter random-init Llama (GPU_MODEL) with the builtin tokenizer, saved once (bf16)."""
-    from harness.builtin.tiny_model import ensure_tiny_model
-
-    out = bench_cache_dir() / GPU_MODEL_VERSION
-    if (out / "bench_meta.json").exists():
-        return out
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(ensure_tiny_model())
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        **GPU_MODEL,
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    n = sum(p.numel() for p in model.parameters())
-    (tmp / "bench_meta.json").write_text(json.dumps({"params": n, **GPU_MODEL}) + "\n")
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return ensure_random_llama(GPU_MODEL_VERSION, GPU_MODEL, bf16=True)
 
 
 def gpu_child(quantization: str) -> None:

@@ -100,33 +100,41 @@ def bench_cache_dir() -> Path:
 
 def ensure_bench_model() -> Path:
     """A ~35M-parameter random-init Llama with the builtin tokenizer, saved (safetensors) once."""
+    return ensure_random_llama(BENCH_MODEL_VERSION, BENCH_MODEL)
+
+
+def ensure_random_llama(version: str, dims: dict[str, Any], *, bf16: bool = False) -> Path:
+    """A random-init Llama of `dims` with the builtin tokenizer, saved once under the bench cache
+    (atomically: a temp folder, then a rename). `bf16`: built on the GPU when there is one, stored bf16."""
     from harness.builtin.tiny_model import ensure_tiny_model
 
-    out = bench_cache_dir() / BENCH_MODEL_VERSION
+    out = bench_cache_dir() / version
     if (out / "bench_meta.json").exists():
         return out
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tiny = ensure_tiny_model()
-    tok = AutoTokenizer.from_pretrained(tiny)
+    tok = AutoTokenizer.from_pretrained(ensure_tiny_model())
     cfg = LlamaConfig(
         vocab_size=len(tok),
-        num_key_value_heads=BENCH_MODEL["num_attention_heads"],
         max_position_embeddings=512,
         tie_word_embeddings=False,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        **BENCH_MODEL,
+        **{"num_key_value_heads": dims["num_attention_heads"], **dims},  # full attention unless dims say
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
+    if bf16:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    else:
+        model = LlamaForCausalLM(cfg)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     n = sum(p.numel() for p in model.parameters())
-    (tmp / "bench_meta.json").write_text(json.dumps({"params": n, **BENCH_MODEL}) + "\n")
+    (tmp / "bench_meta.json").write_text(json.dumps({"params": n, **dims}) + "\n")
     if out.exists():
         import shutil
 

@@ -4,7 +4,7 @@ harness.study.open_storage / open_study (SQLite in WAL mode with harness's busy 
 storage; then Optuna's file journal; then PostgreSQL where a server is at hand: BENCH_POSTGRES_URL, or one
 tests/pg.py can start), the default sweep file's sampler (TPE) and search space (9 params), and the
 bookkeeping a real trial does: search_space.suggest, one trial.report + should_prune per eval (the sweep
-file's median pruner), and at its end objective.record with a CPU trial's memory figures (one storage call
+file's pruner), and at its end objective.record with a CPU trial's memory figures (one storage call
 for all of them, rdb.set_user_attrs). The objective itself does no work, so the time per trial is all
 sampler + storage; it grows with the study, so the mean over 1,000 is the figure, and the last 100 are
 printed beside it. The target is for SQLite; the other storages are printed for comparison.
@@ -98,6 +98,7 @@ def main() -> list[str]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     rows = []
+    pruner = sweep_config(tempfile.gettempdir()).early_terminate.type
     with tempfile.TemporaryDirectory(prefix="bench-p7-") as tmp:
         sqlite_ms, sqlite_last = run(None, str(Path(tmp) / "sqlite"))
         rows.append(f"SQLite {sqlite_ms:.1f} ms (last 100: {sqlite_last:.1f})")
@@ -109,7 +110,8 @@ def main() -> list[str]:
             else:
                 pg_ms, pg_last = run(pg_url, str(Path(tmp) / "pg"))
                 rows.append(f"PostgreSQL {pg_ms:.1f} ms (last 100: {pg_last:.1f})")
-    print(f"P7 ms per trial over {N_TRIALS} trials (TPE, 9 params, median pruner): " + "; ".join(rows))
+    what = f"TPE, 9 params, {pruner} pruner"
+    print(f"P7 ms per trial over {N_TRIALS} trials ({what}): " + "; ".join(rows))
     print(f"P7 {load_avg()}")
     line = result_line(
         "P7",

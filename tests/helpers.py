@@ -32,9 +32,13 @@ TINY = [
 
 
 def sweep(tmp_path: Path, *overrides: str):
-    """sweeps/pricer.yaml with its results under tmp_path and 60 steps (evals at 20, 40, 60, the file's
-    eval_steps); `overrides` come after these, so they win (`budget.max_steps=120`)."""
-    return load_sweep(SWEEP, [f"results_dir={tmp_path}", "budget.max_steps=60", *overrides])
+    """sweeps/pricer.yaml with its results under tmp_path, 60 steps (evals at 50 and 60, the file's
+    eval_steps) and no pruning: the file's successive halving would stop a worse trial at its first eval, so
+    a test that prunes names its pruner. `overrides` come after these, so they win (`budget.max_steps=120`,
+    `early_terminate.type=median`)."""
+    return load_sweep(
+        SWEEP, [f"results_dir={tmp_path}", "budget.max_steps=60", "early_terminate.type=none", *overrides]
+    )
 
 
 def journal(tmp_path: Path) -> str:

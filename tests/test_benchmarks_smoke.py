@@ -95,7 +95,7 @@ def test_step_budget_stops_the_study_once_spent():
     assert study.stopped
 
 
-@pytest.mark.parametrize("method", ["harness", "hf", "random", "grid", "harness-hyperband", "harness-sh"])
+@pytest.mark.parametrize("method", ["harness", "hf", "random", "grid", "harness-hyperband", "harness-median"])
 def test_every_quality_method_is_a_valid_sweep(tmp_path, method):
     from benchmarks.quality import Settings, method_config
 
@@ -106,7 +106,9 @@ def test_every_quality_method_is_a_valid_sweep(tmp_path, method):
     if method in ("random", "grid"):
         assert cfg.early_terminate.type == "none" and cfg.early_stopping.patience == 0
     if method == "harness":
-        assert (cfg.method, cfg.early_terminate.type) == ("tpe", "median")
+        assert (cfg.method, cfg.early_terminate.type) == ("tpe", "successive_halving")  # the file's own
+    if method == "harness-median":
+        assert (cfg.early_terminate.n_startup_trials, cfg.early_terminate.n_warmup_steps) == (3, 2)
 
 
 def test_memory_growth_runs_real_trials_and_reads_their_peaks(tmp_path):
@@ -148,13 +150,14 @@ def test_bench_summary_writes_last_json_and_keeps_the_previous(tmp_path, monkeyp
 
 
 def test_best_pruner_is_the_one_within_2_percent_on_most_seeds_then_fastest():
-    from benchmarks.quality import fastest_pruner
+    from benchmarks.quality import fastest_pruner, pruner_of
 
     rows = {
-        "harness": {"reached": [True, True, False], "median_time": 269.0},
+        "harness-median": {"reached": [True, True, False], "median_time": 269.0},
         "harness-hyperband": {"reached": [True, True, False], "median_time": 241.0},
-        "harness-sh": {"reached": [True, True, True], "median_time": 256.0},
+        "harness": {"reached": [True, True, True], "median_time": 256.0},
     }
-    assert fastest_pruner(rows) == "successive_halving"
-    rows["harness-sh"]["reached"] = [True, False, False]
-    assert fastest_pruner(rows) == "hyperband"
+    assert fastest_pruner(rows) == "harness"
+    rows["harness"]["reached"] = [True, False, False]
+    assert fastest_pruner(rows) == "harness-hyperband"
+    assert [pruner_of(m) for m in rows] == ["median", "hyperband", "successive_halving"]

@@ -102,9 +102,12 @@ def test_frame_has_one_row_per_trial_with_the_studys_values(swept):
 
 def test_pruned_trials_have_pruned_at_and_no_fail_reason(tmp_path):
     url = journal(tmp_path)
-    study = run(
-        tmp_path, 6, "early_terminate.n_startup_trials=1", "early_terminate.n_warmup_steps=0", storage=url
-    )
+    median = [
+        "early_terminate.type=median",
+        "early_terminate.n_startup_trials=1",
+        "early_terminate.n_warmup_steps=0",
+    ]
+    study = run(tmp_path, 6, *median, storage=url)
     df = studyview.load_study_data("pricer", str(tmp_path), url).frame
     pruned = df[df["state"] == "PRUNED"]
     assert len(pruned) == sum(t.state == TrialState.PRUNED for t in study.trials) > 0

@@ -62,6 +62,7 @@ def test_pruned_trials_are_recorded(tmp_path):
     cfg = sweep(
         tmp_path,
         "budget.n_trials=8",
+        "early_terminate.type=median",
         "early_terminate.n_startup_trials=1",
         "early_terminate.n_warmup_steps=0",
     )

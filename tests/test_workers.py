@@ -25,7 +25,8 @@ from harness.errors import HarnessError
 from harness.runner import run_sweep
 
 N = 6
-FAST = ["budget.max_steps=60", "evaluation.samples=0"]  # 3 evals a trial; no task baselines to measure
+# 3 evals a trial; no task baselines to measure; no pruning (these tests are about workers, not pruners)
+FAST = ["budget.max_steps=60", "evaluation.samples=0", "early_terminate.type=none"]
 
 
 def command(tmp_path, storage: str | None, *extra: str, recipe: str = "parallel_recipe") -> list[str]:

@@ -18,7 +18,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-# Time to a near-best config: harness vs HF hyperparameter_search, random search, a grid (~40 min, 2 cores).
+# Time to a near-best config: harness vs HF hyperparameter_search, random search, a grid (~48 min, 2 cores).
 bench-quality: $(STAMP)
 	$(PY) -m benchmarks.quality
 

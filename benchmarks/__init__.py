@@ -15,7 +15,7 @@ BENCHES = [
     "bench_sampler",  # P7 sampler + storage ms per trial at 1,000 trials (SQLite; journal, PostgreSQL)
     "bench_workers",  # P6 --workers 2 vs 1 worker on both cores; SQLite cost per trial at 1/2/4 workers
 ]
-# `make bench-quality` (python -m benchmarks.quality, ~40 min): P3 time to a near-best config, harness vs
+# `make bench-quality` (python -m benchmarks.quality, ~48 min): P3 time to a near-best config, harness vs
 # HF hyperparameter_search, W&B-style random search and an Axolotl-style grid. It replaced P2 (the same
 # enqueued trials timed against HF: it could only ever see model reloading) and the old P3 (steps a pruned
 # sweep needed, which measured where the best trial happened to fall).

@@ -24,9 +24,9 @@ with the same sweep seed and the same budget of train steps:
 
 Budget: BUDGET_TRIALS x max_steps train steps per method (pruned trials count the steps they ran); a method
 with pruning runs more trials inside it, the grid stops when its points run out. 5 x 300 = 1,500 steps:
-6 methods x 3 seeds = 18 runs, two at a time (one torch thread each), took 48 minutes on an idle 2-core
-machine (5,540 CPU-seconds of runs; the grid's batch-16 trials are a fifth of it); a loaded machine takes
-longer, and BENCH_QUALITY_* below run a reduced version.
+6 methods x 3 seeds = 18 runs, two at a time (one torch thread each), took 47-48 minutes on an idle
+2-core machine (5,352-5,540 CPU-seconds of runs; the grid's batch-16 trials are a fifth of it); a loaded
+machine takes longer, and BENCH_QUALITY_* below run a reduced version.
 
 The common measure: the eval_loss (token-weighted mean NLL over the completion tokens of the same 128
 validation rows, tokenized by harness.fixtures.tokenize_rows on both sides) of the adapter the method hands

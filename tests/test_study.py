@@ -7,13 +7,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import FakeRecipe, fake_recipe, sweep
+from helpers import SWEEP, FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
 
 from harness import trialdir
 from harness.errors import StorageError
 from harness.runner import run_sweep
 from harness.study import check_url, mask_url
+from harness.sweepfile import load_sweep
 
 
 def test_sweep_runs_and_writes_trial_folders(tmp_path, storage):
@@ -70,6 +71,27 @@ def test_pruned_trials_are_recorded(tmp_path):
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, "with a median pruner some clearly worse trials must be pruned"
     assert all(t.user_attrs["pruned_at"] < 60 or t.user_attrs["pruned_at"] == 60 for t in pruned)
+
+
+def test_the_shipped_pruner_keeps_the_best_third_at_each_rung(tmp_path):
+    """The sweep file's own pruner (successive halving, first rung at the first eval, eta 3): a pruned trial
+    stopped at an eval where it was behind the best third of the trials that had reached that step, and the
+    study's best trial was never pruned."""
+    cfg = sweep(
+        tmp_path, "budget.n_trials=9", "budget.eval_steps=20", "early_terminate.type=successive_halving"
+    )
+    shipped = load_sweep(SWEEP).early_terminate
+    assert (shipped.type, shipped.min_iter, shipped.eta) == ("successive_halving", 1, 3)
+    assert cfg.early_terminate == shipped  # the file's settings, only `type` restated over helpers' none
+    study = run_sweep(cfg, recipe=fake_recipe).study
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and study.best_trial.state == TrialState.COMPLETE
+    for t in pruned:
+        step = t.user_attrs["pruned_at"]
+        assert step % 20 == 0 and step < 60
+        earlier = [u for u in study.trials if u.number < t.number and step in u.intermediate_values]
+        ahead = sorted(u.intermediate_values[step] for u in earlier)
+        assert t.intermediate_values[step] > ahead[max(len(ahead) // 3 - 1, 0)]
 
 
 def test_a_crashing_trial_fails_and_the_sweep_goes_on(tmp_path):

@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a script: make `harness` importable from
 import torch
 
 from benchmarks.common import setup_torch
-from harness.config import EvaluationConfig
-from harness.evaluation import generate
+from harness.sweepfile.schema import EvaluationConfig
+from harness.trial.evaluation import generate
 
 TARGET = 4.0
 
@@ -72,7 +72,7 @@ def pricer_prompts(n: int) -> list[str]:
     from harness.builtin.pricer_data import pricer_splits
 
     try:
-        from harness.data import format_pricer_prompt
+        from harness.trial.datasets import format_pricer_prompt
     except ImportError:  # data.py being rewritten: the description alone is still a realistic prompt
 
         def format_pricer_prompt(description: str) -> str:

@@ -66,8 +66,8 @@ def growth(tmp: str, n_trials: int = N_TRIALS, budget: list[str] | None = None) 
     """One worker, n_trials alternating CONFIGS: [{"number", "peak_rss_mb", "rss_mb", "params"}, ...]."""
     from rich.console import Console
 
-    from harness import study as st
-    from harness.runner import run_sweep
+    from harness.study import storage as st
+    from harness.study.run import run_sweep
 
     cfg = sweep_config(
         tmp, "name=p5-growth", "method=random", f"budget.n_trials={n_trials}", *(budget or GROWTH_BUDGET)
@@ -119,10 +119,10 @@ def gpu_child(quantization: str) -> None:
     """One side: harness's trial path on the GPU model; prints {"peak_mb", "weights_mb", "steps"}."""
     import torch
 
-    from harness import fixtures
-    from harness.recipe import finetune
-    from harness.runner import quiet_libraries
-    from harness.spec import TrialSpec
+    from harness.core.spec import TrialSpec
+    from harness.study.run import quiet_libraries
+    from harness.trial import fixtures
+    from harness.trial.recipe import finetune
 
     quiet_libraries()
     path = ensure_gpu_model()

@@ -9,7 +9,7 @@ Inside it, from this process (no harness edits), by wrapping the libraries' own 
 - train: each optimizer step, from fetching its batches (Trainer.get_batch_samples) through on_step_begin
   .. on_step_end (forward, backward, clipping, optimizer and scheduler step), measured by a callback put
   first in the Trainer's list so it stops the clock before harness's eval callback runs;
-- eval: harness.recipes.common.evaluate and .score (token-weighted loss, generation metrics), where
+- eval: harness.trial.recipes.common.evaluate and .score (token-weighted loss, generation metrics), where
   ever they are called from (per-eval, end of trial, the study's untrained-base baseline).
 
 overhead = (wall - train - eval) / wall: Trainer construction, LoRA attach/detach, adapter snapshots,
@@ -58,9 +58,9 @@ class Clock:
         from transformers import TrainerCallback
         from trl import SFTTrainer
 
-        import harness.recipe as recipe
-        import harness.recipes.common as common
-        import harness.recipes.sft as sft
+        import harness.trial.recipe as recipe
+        import harness.trial.recipes.common as common
+        import harness.trial.recipes.sft as sft
 
         clock = self
 
@@ -87,7 +87,7 @@ class Clock:
             return orig_batches(trainer, *a, **k)
 
         # Diagnostics only (not subtracted): where the "other" time goes.
-        import harness.fixtures as fixtures
+        import harness.trial.fixtures as fixtures
 
         self.parts: dict[str, float] = {}
         for owner, name, key in (
@@ -145,15 +145,15 @@ def warm_up_imports() -> None:
     import peft  # noqa: F401
     from trl import SFTTrainer  # noqa: F401
 
-    import harness.recipe  # noqa: F401
-    import harness.runner  # noqa: F401
+    import harness.study.run  # noqa: F401
+    import harness.trial.recipe  # noqa: F401
 
 
 def main() -> list[str]:
     from rich.console import Console
 
-    from harness import fixtures
-    from harness.runner import run_sweep
+    from harness.study.run import run_sweep
+    from harness.trial import fixtures
 
     setup_torch()
     warm_up_imports()

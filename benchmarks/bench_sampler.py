@@ -1,6 +1,6 @@
 """P7: Optuna sampler + storage time per trial at 1,000 trials, through harness's own code.
 
-harness.study.open_storage / open_study (SQLite in WAL mode with harness's busy timeout, the default
+harness.study.storage.open_storage / open_study (SQLite in WAL mode with harness's busy timeout, the default
 storage; then Optuna's file journal; then PostgreSQL where a server is at hand: BENCH_POSTGRES_URL, or one
 tests/pg.py can start), the default sweep file's sampler (TPE) and search space (9 params), and the
 bookkeeping a real trial does: search_space.suggest, one trial.report + should_prune per eval (the sweep
@@ -37,10 +37,10 @@ def run(storage: str | None, tmp: str, n_trials: int = N_TRIALS) -> tuple[float,
     """(mean ms per trial, mean ms per trial over the last 100) for n_trials on one storage."""
     import optuna
 
-    from harness import search_space
-    from harness import study as st
-    from harness.objective import record
-    from harness.spec import TrialResult
+    from harness.core.spec import TrialResult
+    from harness.study import storage as st
+    from harness.study.objective import record
+    from harness.sweepfile import space as search_space
 
     cfg = sweep_config(tmp, "name=p7-sampler", f"budget.n_trials={n_trials}")
     url = st.storage_url(cfg, storage)

@@ -48,7 +48,7 @@ def drawn_params(n: int) -> list[dict[str, Any]]:
     """n configs from the sweep's search space, drawn once with a fixed seed."""
     import optuna
 
-    from harness import search_space
+    from harness.sweepfile import space as search_space
 
     cfg = sweep_config(tempfile.gettempdir(), "name=p6-draw")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -58,7 +58,7 @@ def drawn_params(n: int) -> list[dict[str, Any]]:
 
 
 def enqueue(results: Path, name: str, params: list[dict[str, Any]]) -> None:
-    from harness import study as st
+    from harness.study import storage as st
 
     cfg = sweep_config(results, f"name={name}", f"budget.n_trials={len(params)}", *BUDGET)
     url = st.storage_url(cfg)
@@ -100,7 +100,7 @@ def completed(results: Path, name: str) -> list[tuple]:
 
 
 def instant(spec: Any, on_eval: Any) -> Any:
-    from harness.spec import TrialResult
+    from harness.core.spec import TrialResult
 
     on_eval(1, {"eval_loss": 1.0})
     return TrialResult(1.0, {"eval_loss": 1.0}, 1, 1, 0.0, [{"step": 1, "eval_loss": 1.0}])
@@ -111,7 +111,7 @@ def storage_worker(results: str, total: int) -> None:
 
     from rich.console import Console
 
-    from harness.runner import run_sweep
+    from harness.study.run import run_sweep
 
     cfg = sweep_config(results, "name=p6-storage", f"budget.n_trials={total}", "method=random", *BUDGET)
     run_sweep(cfg, recipe=instant, console=Console(file=io.StringIO()))

@@ -87,7 +87,7 @@ def timed(box: dict[str, float], key: str) -> Iterator[None]:
 
 def sweep_config(results_dir: str | Path, *overrides: str) -> Any:
     """sweeps/pricer.yaml with overrides, results under `results_dir` (never the repo's results/)."""
-    from harness.sweepfile import load_sweep
+    from harness.sweepfile.load import load_sweep
 
     return load_sweep(ROOT / "sweeps/pricer.yaml", [f"results_dir={results_dir}", *overrides])
 

@@ -29,7 +29,7 @@ with pruning runs more trials inside it, the grid stops when its points run out.
 machine takes longer, and BENCH_QUALITY_* below run a reduced version.
 
 The common measure: the eval_loss (token-weighted mean NLL over the completion tokens of the same 128
-validation rows, tokenized by harness.fixtures.tokenize_rows on both sides) of the adapter the method hands
+validation rows, tokenized by harness.trial.fixtures.tokenize_rows on both sides) of the adapter the method hands
 the user. harness keeps each trial's best-eval adapter (best-adapter/), so its value is its best eval; HF,
 W&B and Axolotl hand over the final model, so theirs is the last eval. HF's eval runs the 128 rows as one
 batch, so its eval_loss is that same token-weighted mean. A pruned trial hands over nothing (no tool offers
@@ -174,8 +174,9 @@ def last_eval(folder: Path, metric: str) -> float | None:
 def run_harness(method: str, seed: int, s: Settings, results: str) -> dict[str, Any]:
     from rich.console import Console
 
-    from harness import fixtures, trialdir
-    from harness.runner import run_sweep
+    from harness.core import trialdir
+    from harness.study.run import run_sweep
+    from harness.trial import fixtures
 
     cfg = method_config(results, method, seed, s)
     fixtures.clear_session()  # nothing loaded: the base model load and tokenization are on the clock
@@ -221,11 +222,11 @@ def run_hf(seed: int, s: Settings, results: str) -> dict[str, Any]:
     )
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from harness import search_space
     from harness.builtin.tiny_model import ensure_tiny_model
-    from harness.data import load_splits
-    from harness.fixtures import _subset, keep_4bit_layout_trainable, tokenize_rows
-    from harness.spec import TrialSpec
+    from harness.core.spec import TrialSpec
+    from harness.sweepfile import space as search_space
+    from harness.trial.datasets import load_splits
+    from harness.trial.fixtures import _subset, keep_4bit_layout_trainable, tokenize_rows
 
     cfg = method_config(results, "hf", seed, s)
     path = ensure_tiny_model()
@@ -373,9 +374,9 @@ def warm_up_imports() -> None:
     from transformers import Trainer  # noqa: F401
     from trl import SFTTrainer  # noqa: F401
 
-    import harness.recipe  # noqa: F401
-    import harness.runner  # noqa: F401
-    from harness.runner import quiet_libraries
+    import harness.study.run  # noqa: F401
+    import harness.trial.recipe  # noqa: F401
+    from harness.study.run import quiet_libraries
 
     quiet_libraries()
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.promote import Promoter
+    from harness.study.promote import Promoter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--recipe",
         metavar="MODULE:FUNCTION",
-        help="train with this callable instead of the QLoRA recipe (a fake one in tests; see harness.spec)",
+        help="train with this callable instead of the QLoRA recipe (a fake one in tests; see harness.core.spec)",
     )
     run.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)  # set by --workers for each worker
     run.add_argument(
@@ -121,9 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from harness.collect import run_path
-    from harness.spec import import_recipe
-    from harness.workers import Pool, WorkersError
+    from harness.core.spec import import_recipe
+    from harness.study.workers import Pool, WorkersError
+    from harness.suite.collect import run_path
 
     overrides = list(args.overrides)
     if args.n_trials is not None:
@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    from harness import status
+    from harness.results import status
 
     for item in status.status_report(args.study, args.results_dir or "results", args.storage):
         console.print(item, markup=False)
@@ -156,8 +156,8 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    from harness import status
-    from harness import study as st
+    from harness.results import status
+    from harness.study import storage as st
 
     results_dir = args.results_dir or "results"
     found = st.discover(results_dir, args.storage)
@@ -169,8 +169,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from harness import compare, report
-    from harness.studyview import load_study_data
+    from harness.results import compare, report
+    from harness.results.view import load_study_data
 
     formats = report.parse_formats(getattr(args, "format", None))
     targets = list(args.study)
@@ -192,7 +192,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from harness import report
+    from harness.results import report
 
     formats = report.parse_formats(getattr(args, "format", None) or "md,html")
     return _compare(list(args.study), args.results_dir or "results", args.storage, formats, console)
@@ -201,7 +201,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 def _compare(
     targets: list[str], results_dir: str, storage: str | None, formats: list[str], console: Console
 ) -> int:
-    from harness import compare
+    from harness.results import compare
 
     datas = compare.load_studies(targets, results_dir, storage)
     console.print(compare.best_table(datas))
@@ -217,7 +217,7 @@ def _print_written(console: Console, paths: Sequence[Path]) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
-    from harness import confirm
+    from harness.study import confirm
 
     return confirm.confirm_target(
         args.study, args.top, args.seeds, args.results_dir or "results", args.storage, console, test=args.test
@@ -225,7 +225,7 @@ def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_best(args: argparse.Namespace, console: Console) -> int:
-    from harness import promote
+    from harness.study import promote
 
     winner = promote.find_best(args.study, args.results_dir or "results", args.storage)
     promote.print_best(winner.study, winner.trial, winner.metric, winner.folder, console)
@@ -238,8 +238,8 @@ def cmd_best(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_train(args: argparse.Namespace, console: Console, promoter: Promoter | None = None) -> int:
     """`promoter` stands in for the real fine-tune in tests."""
-    from harness import promote
-    from harness.sweepfile import load_sweep
+    from harness.study import promote
+    from harness.sweepfile.load import load_sweep
 
     cfg = load_sweep(args.file, list(args.overrides))
     result, adapter_dir = promote.promote(cfg, console, promoter)
@@ -249,8 +249,8 @@ def cmd_train(args: argparse.Namespace, console: Console, promoter: Promoter | N
 
 
 def cmd_watch(args: argparse.Namespace, console: Console) -> int:
-    from harness import study as st
-    from harness import watch
+    from harness.results import watch
+    from harness.study import storage as st
 
     study = st.load(args.study, args.results_dir, args.storage)
     watch.follow(study, console, interval=args.interval, once=args.once)
@@ -258,7 +258,7 @@ def cmd_watch(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
-    from harness import watch
+    from harness.results import watch
 
     host = getattr(args, "host", None) or "127.0.0.1"
     port = int(getattr(args, "port", None) or 8080)
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted: run the same command again to resume")
         return 143 if isinstance(e, Terminated) else 130
     except HarnessError as e:
-        from harness.runner import SweepStopped
+        from harness.study.run import SweepStopped
 
         err.print(f"error: {e}", markup=False)
         return EXIT_FAILED if isinstance(e, SweepStopped) else EXIT_USAGE

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.spec import TrialResult, TrialSpec
-from harness.sweepfile import load_sweep
+from harness.core.spec import TrialResult, TrialSpec
+from harness.sweepfile.load import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "sweeps/pricer.yaml"

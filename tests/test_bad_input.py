@@ -213,7 +213,7 @@ def test_bad_input_in_process(case, tmp_path, monkeypatch, capsys):
     if case.id == "unwritable-storage" and os.geteuid() == 0:  # root writes anywhere: pretend it cannot
         real_access = os.access
         monkeypatch.setattr(
-            "harness.study.os.access", lambda p, m: Path(p).name != "ro" and real_access(p, m)
+            "harness.study.storage.os.access", lambda p, m: Path(p).name != "ro" and real_access(p, m)
         )
     before = snapshot(tmp_path)
     code = main(argv)
@@ -248,8 +248,8 @@ def _ours(line: str) -> bool:
 
 def test_a_changed_study_is_refused_and_left_untouched(tmp_path, monkeypatch, capsys):
     """Resuming with another search space or direction: exit 2, and the study's files are unchanged."""
-    from harness.runner import run_sweep
-    from harness.sweepfile import load_sweep
+    from harness.study.run import run_sweep
+    from harness.sweepfile.load import load_sweep
 
     case = Case("resume-changed")
     argv = setup(tmp_path, case)
@@ -269,8 +269,8 @@ def test_a_password_in_the_storage_url_is_never_stored(tmp_path):
     """The study keeps its config (reports show it, `sweep best --export` writes it): masked."""
     import optuna
 
-    from harness import study as st
-    from harness.sweepfile import load_sweep
+    from harness.study import storage as st
+    from harness.sweepfile.load import load_sweep
 
     cfg = load_sweep(
         ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "storage=postgresql://me:s3cret@db/x"]

@@ -1,4 +1,4 @@
-"""Task baselines (harness.baselines): measured once per study on the rows trials are scored on, shown
+"""Task baselines (harness.tasks.baselines): measured once per study on the rows trials are scored on, shown
 beside the best trial (closing summary, report, compare), a warning when the fine-tune loses to the
 constant median, and `expect:` thresholds that name a baseline."""
 
@@ -13,14 +13,18 @@ from helpers import SWEEP, FakeRecipe, reporting_recipe, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import baselines, compare, report, runner, studyview, trialdir
 from harness.cli import main
-from harness.data import generation_subset, load_splits
+from harness.core import trialdir
 from harness.errors import ConfigError
-from harness.expectations import check, parse_expectations
-from harness.prices import price_metrics
-from harness.runner import run_sweep
-from harness.sweepfile import load_sweep
+from harness.results import compare, report
+from harness.results import view as studyview
+from harness.study import run as runner
+from harness.study.run import run_sweep
+from harness.sweepfile.expect import check, parse_expectations
+from harness.sweepfile.load import load_sweep
+from harness.tasks import baselines
+from harness.tasks.pricer import price_metrics
+from harness.trial.datasets import generation_subset, load_splits
 
 
 def median_mae(cfg) -> tuple[float, float]:

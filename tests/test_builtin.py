@@ -17,9 +17,9 @@ import torch
 
 from harness.builtin import BUILTIN_DATASET, BUILTIN_MODEL, corpus, pricer_data
 from harness.builtin import tiny_model as tm
-from harness.config import SweepConfig
-from harness.data import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
-from harness.prices import parse_price, price_metrics
+from harness.sweepfile.schema import SweepConfig
+from harness.tasks.pricer import parse_price, price_metrics
+from harness.trial.datasets import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
 
 
 @pytest.fixture(scope="module")

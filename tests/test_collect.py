@@ -14,10 +14,12 @@ import pytest
 import yaml
 from helpers import steady_recipe
 
-from harness import collect, fixtures, runner
 from harness.cli import main
-from harness.collect import KeywordExpr, find_sweep_files
 from harness.errors import ConfigError
+from harness.study import run as runner
+from harness.suite import collect
+from harness.suite.collect import KeywordExpr, find_sweep_files
+from harness.trial import fixtures
 
 
 @pytest.fixture

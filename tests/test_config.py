@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.config import SweepConfig
 from harness.errors import ConfigError
-from harness.sweepfile import load_sweep
+from harness.sweepfile.load import load_sweep
+from harness.sweepfile.schema import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,13 +13,13 @@ from helpers import FakeRecipe, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import confirm, failures, noise
-from harness import study as st
 from harness.cli import main
-from harness.collect import run_path
+from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import HarnessError
-from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
+from harness.study import confirm, failures, noise
+from harness.study import storage as st
+from harness.study.run import run_sweep
+from harness.suite.collect import run_path
 
 
 class Noisy:
@@ -135,7 +135,7 @@ def test_report_csv_has_the_noise_columns_for_confirmed_configs(tmp_path):
 def test_the_cli_runs_confirm_with_the_studys_own_config(tmp_path, monkeypatch):
     recipe = Noisy()
     swept(tmp_path, recipe, "budget.max_steps=40")  # an override the sweep file does not have
-    monkeypatch.setattr("harness.runner.real_recipe", lambda cfg: recipe)
+    monkeypatch.setattr("harness.study.run.real_recipe", lambda cfg: recipe)
     before = len(recipe.specs)
     assert main(["confirm", "pricer", "--top", "1", "--seeds", "2", "--results-dir", str(tmp_path)]) == 0
     new = recipe.specs[before:]

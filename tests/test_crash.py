@@ -13,8 +13,9 @@ import torch
 from helpers import FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
 
-from harness import failures, trialdir
-from harness.runner import real_recipe, run_sweep
+from harness.core import trialdir
+from harness.study import failures
+from harness.study.run import real_recipe, run_sweep
 from scripts.fault_inject import ROOT, Moment, child_env, kill_and_resume, sweep_command
 
 
@@ -61,7 +62,7 @@ def test_a_killed_trial_left_running_is_recovered_on_the_next_run(tmp_path, stor
         storage=storage,
         recipe=fake_recipe,
     )
-    from harness import study as st
+    from harness.study import storage as st
 
     study = optuna.load_study(study_name="pricer", storage=st.open_storage(st.storage_url(cfg, storage)))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -161,7 +162,7 @@ def test_a_failed_config_is_not_trained_again_and_repeated_failures_stop_the_swe
 
 
 def test_non_finite_loss_fails_the_trial_early(tiny, tmp_path, monkeypatch):
-    from harness.recipes import sft
+    from harness.trial.recipes import sft
 
     def nan_eval(model, fx, spec, generate):
         return {"eval_loss": float("nan"), "perplexity": float("nan")}, []

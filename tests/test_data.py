@@ -1,4 +1,4 @@
-"""harness.data and the pricer generator: real files in tmp_path, no network."""
+"""harness.trial.datasets and the pricer generator: real files in tmp_path, no network."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from harness.builtin import BUILTIN_DATASET, generate_products, pricer_splits
-from harness.config import SweepConfig
-from harness.data import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
 from harness.errors import DataError
+from harness.sweepfile.schema import SweepConfig
+from harness.trial.datasets import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
 
 
 def make_cfg(source: str | Path, task: str = "text", source_path: Path | None = None, **sections: Any):

@@ -1,4 +1,4 @@
-"""harness.evaluation on a tiny random Llama and an offline BPE tokenizer, checked by hand computations."""
+"""harness.trial.evaluation on a tiny random Llama and an offline BPE tokenizer, checked by hand computations."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from rouge_score import rouge_scorer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness import evaluation as ev
-from harness.config import TASK_METRICS
 from harness.errors import ConfigError, DataError
+from harness.sweepfile.schema import TASK_METRICS
+from harness.trial import evaluation as ev
 
 CORPUS = [
     "Title: red cotton shirt, size M. Price is $12.50",

@@ -7,11 +7,11 @@ import math
 import pytest
 from helpers import FakeRecipe, sweep
 
-from harness.collect import check_study
 from harness.errors import ConfigError
-from harness.expectations import Condition, Expectation, check, parse_expectations
-from harness.runner import run_sweep
-from harness.sweepfile import load_sweep
+from harness.study.run import run_sweep
+from harness.suite.collect import check_study
+from harness.sweepfile.expect import Condition, Expectation, check, parse_expectations
+from harness.sweepfile.load import load_sweep
 
 
 def one(spec, metric: str = "eval_loss", **kw) -> Expectation:

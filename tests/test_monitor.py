@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 from helpers import FakeRecipe, sweep
 
-from harness import monitor, trialdir
-from harness.monitor import ResourceMonitor
-from harness.runner import run_sweep
+from harness.core import trialdir
+from harness.study.run import run_sweep
+from harness.trial import monitor
+from harness.trial.monitor import ResourceMonitor
 
 MB = 1024 * 1024
 

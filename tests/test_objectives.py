@@ -12,15 +12,16 @@ from helpers import ROOT, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import report, studyview
-from harness import study as st
-from harness.collect import check_study
+from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import ConfigError, StorageError
-from harness.expectations import parse_expectations
-from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
-from harness.studyview import trials_table
-from harness.sweepfile import load_sweep
+from harness.results import report
+from harness.results import view as studyview
+from harness.results.view import trials_table
+from harness.study import storage as st
+from harness.study.run import run_sweep
+from harness.suite.collect import check_study
+from harness.sweepfile.expect import parse_expectations
+from harness.sweepfile.load import load_sweep
 
 TWO = "metrics=[{name: eval_loss, goal: minimize}, {name: hit_rate, goal: maximize}]"
 
@@ -142,7 +143,7 @@ def test_single_objective_fingerprint_is_unchanged(tmp_path):
     """Studies created before `metrics:` existed must still resume."""
     import hashlib
 
-    from harness import search_space
+    from harness.sweepfile import space as search_space
 
     cfg = sweep(tmp_path)
     space = {k: repr(v) for k, v in sorted(search_space.distributions(cfg.parameters).items())}

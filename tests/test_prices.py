@@ -1,4 +1,4 @@
-"""harness.prices: parsing rules and every price metric checked against hand-worked numbers."""
+"""harness.tasks.pricer: parsing rules and every price metric checked against hand-worked numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.prices import band, parse_price, price_metrics
+from harness.tasks.pricer import band, parse_price, price_metrics
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,13 @@ import yaml
 from helpers import ROOT, journal, reporting_recipe, sweep
 from rich.console import Console
 
-from harness import promote, trialdir
 from harness.cli import cmd_train, main
+from harness.core import trialdir
+from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import ConfigError, HarnessError
-from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
-from harness.sweepfile import load_sweep
+from harness.study import promote
+from harness.study.run import run_sweep
+from harness.sweepfile.load import load_sweep
 
 
 def swept(tmp_path: Path, n: int = 4, storage: str | None = None, recipe=reporting_recipe):
@@ -174,7 +175,7 @@ def test_export_refuses_a_study_without_stored_config(tmp_path):
 def _promotion_available() -> str:
     if importlib.util.find_spec("harness.builtin.tiny_model") is None:
         return "harness.builtin.tiny_model is not there yet"
-    from harness.recipe import finetune
+    from harness.trial.recipe import finetune
 
     missing = {"save_adapter_to", "test_rows"} - set(inspect.signature(finetune).parameters)
     return f"recipe.finetune lacks {', '.join(sorted(missing))}" if missing else ""

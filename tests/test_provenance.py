@@ -10,11 +10,11 @@ import pytest
 from helpers import TINY, FakeRecipe, sweep
 from rich.console import Console
 
-from harness import provenance
 from harness.builtin import tiny_model as tm
 from harness.cli import main
-from harness.data import load_splits
-from harness.runner import run_sweep
+from harness.study.run import run_sweep
+from harness.trial import provenance
+from harness.trial.datasets import load_splits
 
 
 def quiet() -> Console:

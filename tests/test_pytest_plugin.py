@@ -13,7 +13,7 @@ import datasets  # noqa: F401  (see below)
 import pytest
 import yaml
 
-import harness.recipe  # noqa: F401
+import harness.trial.recipe  # noqa: F401
 
 # datasets and the recipe stack are imported above on purpose: pytester's in-process runs drop the
 # modules first imported inside them, and datasets (pyarrow extension types) cannot be imported twice

@@ -8,9 +8,9 @@ import bitsandbytes as bnb
 import pytest
 import torch
 
-from harness import fixtures
-from harness.recipe import adapter_state, finetune, lora_config
-from harness.spec import TrialSpec
+from harness.core.spec import TrialSpec
+from harness.trial import fixtures
+from harness.trial.recipe import adapter_state, finetune, lora_config
 
 
 def spec_for(cfg, tmp_path, number=0, **params) -> TrialSpec:
@@ -114,7 +114,7 @@ def test_value_best_step_and_adapter_follow_the_true_best_not_the_threshold(tiny
     the new best value, best step and kept adapter."""
     from peft import PeftModel
 
-    from harness.evaluation import token_nll
+    from harness.trial.evaluation import token_nll
 
     cfg = tiny("early_stopping.patience=10", "early_stopping.threshold=1.0")
     fx = fixtures.get(cfg)

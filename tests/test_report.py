@@ -16,11 +16,13 @@ from helpers import PROMPTS, ROOT, journal, reporting_recipe, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import compare, report, status, studyview, trialdir
-from harness import study as st
 from harness.cli import main
+from harness.core import trialdir
 from harness.errors import HarnessError, StorageError
-from harness.runner import run_sweep
+from harness.results import compare, report, status
+from harness.results import view as studyview
+from harness.study import storage as st
+from harness.study.run import run_sweep
 
 PLOTS = {
     "optimisation-history": "Optimisation history",
@@ -323,7 +325,7 @@ def test_status_shows_a_running_trial_and_an_eta(tmp_path, capsys):
 
 
 def test_eta_text_for_finished_and_stopped_sweeps():
-    from harness.status import View
+    from harness.results.status import View
 
     stopped = View(
         "s", "eval_loss", "minimize", n_trials=8, max_steps=100, counts={"COMPLETE": 4}, mean_s=30.0

@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from harness.errors import ConfigError
-from harness.search_space import grid, parse_parameters, suggest, to_distribution
+from harness.sweepfile.space import grid, parse_parameters, suggest, to_distribution
 
 
 @pytest.mark.parametrize(

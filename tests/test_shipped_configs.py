@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.search_space import parse_parameters
-from harness.sweepfile import load_sweep, read_yaml
+from harness.sweepfile.load import load_sweep, read_yaml
+from harness.sweepfile.space import parse_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from harness.config import OPTIMIZERS, SCHEDULERS
+from harness.sweepfile.schema import OPTIMIZERS, SCHEDULERS
 
 PACKAGE = ROOT / "harness"
 
@@ -75,7 +75,9 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_inside_harness():
     graph = import_graph()
-    assert "harness.config" in graph and graph["harness.sweepfile"], "the walker must see the package"
+    assert "harness.sweepfile.schema" in graph and graph["harness.sweepfile.load"], (
+        "the walker must see the package"
+    )
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
 
 
@@ -91,11 +93,11 @@ def test_no_module_over_500_lines():
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("harness.recipe", ["optuna"]),
-        ("harness.objective", ["torch", "transformers"]),
-        ("harness.runner", ["torch", "transformers"]),
-        ("harness.pytest_plugin", ["torch", "transformers"]),
-        ("harness.sweepfile", ["torch", "transformers"]),
+        ("harness.trial.recipe", ["optuna"]),
+        ("harness.study.objective", ["torch", "transformers"]),
+        ("harness.study.run", ["torch", "transformers"]),
+        ("harness.suite.plugin", ["torch", "transformers"]),
+        ("harness.sweepfile.load", ["torch", "transformers"]),
     ],
 )
 def test_boundaries_hold_at_import(module, forbidden):

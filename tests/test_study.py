@@ -10,11 +10,11 @@ import pytest
 from helpers import SWEEP, FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
 
-from harness import trialdir
+from harness.core import trialdir
 from harness.errors import StorageError
-from harness.runner import run_sweep
-from harness.study import check_url, mask_url
-from harness.sweepfile import load_sweep
+from harness.study.run import run_sweep
+from harness.study.storage import check_url, mask_url
+from harness.sweepfile.load import load_sweep
 
 
 def test_sweep_runs_and_writes_trial_folders(tmp_path, storage):
@@ -119,8 +119,8 @@ def test_end_of_trial_attrs_are_one_storage_call(tmp_path, storage):
     """rdb.set_user_attrs writes every attr (read back by a fresh load) in one transaction on RDB."""
     from sqlalchemy import event
 
-    from harness import rdb
-    from harness import study as st
+    from harness.study import rdb
+    from harness.study import storage as st
 
     cfg = sweep(tmp_path, "budget.n_trials=1")
     url = st.storage_url(cfg, storage)

@@ -1,4 +1,4 @@
-"""harness.tokenize: training, eval loss and generation see the same tokens, on tokenizers where the naive
+"""harness.trial.tokens: training, eval loss and generation see the same tokens, on tokenizers where the naive
 rules disagree (a SentencePiece-style Unigram with a Metaspace prefix, a byte-level BPE that merges across
 the prompt/completion boundary). Both are trained offline in milliseconds."""
 
@@ -16,9 +16,9 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from harness import evaluation as ev
-from harness import fixtures as fx
-from harness.tokenize import IGNORE_INDEX, encode, encode_batch, encode_completions, encode_prompts
+from harness.trial import evaluation as ev
+from harness.trial import fixtures as fx
+from harness.trial.tokens import IGNORE_INDEX, encode, encode_batch, encode_completions, encode_prompts
 
 COLORS = ["Red", "Blue", "Green", "Black", "Silver", "Yellow"]
 THINGS = ["cordless drill", "claw hammer", "circular saw", "electric kettle", "desk lamp", "powertools set"]
@@ -198,11 +198,11 @@ def test_batch_equals_one_by_one(tok) -> None:
 
 
 def test_no_warning_when_text_round_trips_and_one_for_a_legacy_prefix_space(tok, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="harness.tokenize"):
+    with caplog.at_level(logging.WARNING, logger="harness.trial.tokens"):
         encode_batch([r["prompt"] for r in ROWS], [r["completion"] for r in ROWS], tok, 64, True)
     assert caplog.records == []
     legacy = _sentencepiece(prepend_scheme="always")  # a "▁" after every special token, as legacy=True
-    with caplog.at_level(logging.WARNING, logger="harness.tokenize"):
+    with caplog.at_level(logging.WARNING, logger="harness.trial.tokens"):
         e = encode(PROMPT, "84", legacy, 64, True)
     assert legacy.convert_ids_to_tokens(_scored(e.labels))[0] == "▁"
     (record,) = caplog.records
@@ -210,7 +210,7 @@ def test_no_warning_when_text_round_trips_and_one_for_a_legacy_prefix_space(tok,
 
 
 def test_importing_the_module_does_not_import_torch() -> None:
-    code = "import sys, harness.tokenize; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, harness.trial.tokens; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -13,9 +13,10 @@ import pytest
 from helpers import fake_recipe, sweep
 from optuna.trial import TrialState
 
-from harness import tracking, trialdir
-from harness.runner import run_sweep
-from harness.spec import TrialResult, TrialSpec
+from harness.core import trialdir
+from harness.core.spec import TrialResult, TrialSpec
+from harness.study.run import run_sweep
+from harness.trial import tracking
 
 TWO = "budget.n_trials=2"
 
@@ -130,7 +131,7 @@ def test_without_a_login_wandb_writes_offline_instead_of_prompting(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
     cfg = sweep(tmp_path, "tracking.backend=wandb", "budget.n_trials=1")
-    with caplog.at_level(logging.WARNING, logger="harness.tracking"):
+    with caplog.at_level(logging.WARNING, logger="harness.trial.tracking"):
         study = run_sweep(cfg, recipe=fake_recipe).study
     assert study.trials[0].state == TrialState.COMPLETE
     assert any("no login found" in r.getMessage() for r in caplog.records)
@@ -200,7 +201,7 @@ class Recording:
 def test_a_tracker_that_raises_does_not_fail_the_trial(tmp_path, monkeypatch, caplog, fail_on):
     inner = Recording(fail_on)
     monkeypatch.setattr(tracking, "make_tracker", lambda cfg: tracking.SafeTracker(inner, "test"))
-    with caplog.at_level(logging.WARNING, logger="harness.tracking"):
+    with caplog.at_level(logging.WARNING, logger="harness.trial.tracking"):
         study = run_sweep(sweep(tmp_path, "budget.n_trials=3"), recipe=fake_recipe).study
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     warnings = [r for r in caplog.records if "tracking disabled" in r.getMessage()]
@@ -214,7 +215,7 @@ def test_a_broken_tensorboard_folder_only_disables_tracking(tmp_path, caplog):
     cfg = sweep(tmp_path, TWO, "tracking.backend=tensorboard")
     cfg.study_dir.mkdir(parents=True)
     (cfg.study_dir / "tb").write_text("a file where the log folder should be")
-    with caplog.at_level(logging.WARNING, logger="harness.tracking"):
+    with caplog.at_level(logging.WARNING, logger="harness.trial.tracking"):
         study = run_sweep(cfg, recipe=fake_recipe).study
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert sum("TensorBoard tracking disabled" in r.getMessage() for r in caplog.records) == 1

@@ -11,12 +11,15 @@ import torch
 from helpers import ROOT
 from optuna.trial import TrialState
 
-from harness import fixtures, formats, prices, rewards, trialdir
+from harness.core import trialdir
+from harness.core.spec import TrialSpec
 from harness.errors import DataError, RewardFailed
-from harness.recipe import finetune, fresh_adapter_metrics
-from harness.runner import real_recipe, run_sweep
-from harness.spec import TrialSpec
-from harness.sweepfile import load_sweep
+from harness.study.run import real_recipe, run_sweep
+from harness.sweepfile.load import load_sweep
+from harness.tasks import pricer as prices
+from harness.tasks import rewards
+from harness.trial import fixtures, formats
+from harness.trial.recipe import finetune, fresh_adapter_metrics
 
 DPO_TINY = [
     "budget.max_steps=12",
@@ -204,7 +207,7 @@ def test_prompt_only_rows_keep_the_columns_the_reward_functions_read():
 
 
 def test_builtin_pairs_reject_a_price_outside_the_green_and_orange_bands(tmp_path):
-    from harness.data import load_splits
+    from harness.trial.datasets import load_splits
 
     splits = load_splits(dpo(tmp_path, "dataset.max_train_rows=null"), tokenizer=None)
     rows = [r for ds in splits.as_dict().values() for r in ds]

@@ -12,9 +12,9 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import trialdir
 from harness.cli import main
-from harness.runner import run_sweep
+from harness.core import trialdir
+from harness.study.run import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICE_METRICS = ("mae", "rmsle", "hit_rate", "r2", "unparseable_rate")

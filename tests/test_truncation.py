@@ -11,13 +11,13 @@ import pytest
 import torch
 from rich.console import Console
 
-from harness import fixtures as fx
-from harness.data import load_splits
-from harness.lengths import lines, suggested_length
-from harness.recipe import score
-from harness.runner import run_sweep
-from harness.spec import TrialSpec
-from harness.tokenize import IGNORE_INDEX, encode_completions, encode_prompts
+from harness.core.spec import TrialSpec
+from harness.study.run import run_sweep
+from harness.trial import fixtures as fx
+from harness.trial.datasets import load_splits
+from harness.trial.lengths import lines, suggested_length
+from harness.trial.recipe import score
+from harness.trial.tokens import IGNORE_INDEX, encode_completions, encode_prompts
 
 TAIL = "\n\nPrice is $"
 
@@ -143,7 +143,8 @@ def test_a_run_reports_how_rows_fit_and_stores_it(tiny):
     assert f"max_seq_length={suggested_length(stored)} fits 95% of rows" in line
     assert text.index(line[:40]) < text.index("trial   0")  # said before the first trial starts
     # `sweep report` shows the same figures, read back from the study.
-    from harness import report, studyview
+    from harness.results import report
+    from harness.results import view as studyview
 
     report.write_report(studyview.load_study_data(cfg.name, cfg.results_dir), ["md"])
     assert f"## Data\n\n{line}\n" in (cfg.study_dir / "report.md").read_text()

@@ -17,11 +17,11 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from harness import status, watch
-from harness import study as st
 from harness.cli import cmd_dashboard, cmd_watch, main
 from harness.errors import HarnessError, StorageError
-from harness.runner import run_sweep
+from harness.results import status, watch
+from harness.study import storage as st
+from harness.study.run import run_sweep
 
 PLANNED = ("budget.n_trials=4", "budget.max_steps=120")  # the frames below: 4 trials of 120 steps
 

@@ -19,10 +19,12 @@ from helpers import ROOT, SWEEP, FakeRecipe, fake_recipe, sweep
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness import failures, rdb, status, studyview, workers
-from harness import study as st
 from harness.errors import HarnessError
-from harness.runner import run_sweep
+from harness.results import status
+from harness.results import view as studyview
+from harness.study import failures, rdb, workers
+from harness.study import storage as st
+from harness.study.run import run_sweep
 
 N = 6
 # 3 evals a trial; no task baselines to measure; no pruning (these tests are about workers, not pruners)
@@ -222,7 +224,7 @@ def test_per_trial_seeds_keep_workers_apart_and_one_worker_reproducible(tmp_path
     a = st.open_study(cfg, storage, "memory")
     b = st.open_study(cfg, storage, "memory")  # a second worker, same seed, same moment
     ta, tb = a.ask(), b.ask()
-    from harness import search_space
+    from harness.sweepfile import space as search_space
 
     pa, pb = search_space.suggest(ta, cfg.parameters), search_space.suggest(tb, cfg.parameters)
     assert pa != pb

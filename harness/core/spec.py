@@ -1,0 +1,165 @@
+"""The two records that cross the recipe/objective boundary: what to train, and what came out.
+
+Neither knows Optuna or transformers, so the recipe can be run without a study and the objective
+can be tested with a fake recipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from harness.errors import ConfigError
+from harness.sweepfile.schema import SweepConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from harness.tasks.baselines import Measured
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    number: int
+    """Trial number in the study (0-based), or -1 for a run outside a study."""
+    params: dict[str, Any]
+    """What the search space sampled, as sampled (for reports)."""
+    training: TrainingConfig
+    """Fixed training settings with the sampled ones applied: what the recipe actually uses."""
+    sweep: SweepConfig
+    output_dir: Path
+    seed: int
+    data_seed: int | None = None
+    """The training data's shuffling seed; None: the sweep's seed, so every trial sees the same order
+    (differences come from the params). Seed repeats (`sweep confirm`) set their own."""
+    resume_from: Path | None = None
+    """A checkpoint folder (trialdir layout) to continue from: set on the retry of an interrupted trial."""
+
+    @classmethod
+    def build(cls, sweep: SweepConfig, params: dict[str, Any], number: int, output_dir: Path) -> TrialSpec:
+        values = dict(params)
+        multiple = values.pop("lora_alpha_multiple", None)
+        training = sweep.training.model_copy(update=values)
+        if multiple is not None:
+            training = training.model_copy(update={"lora_alpha": float(multiple) * training.r})
+        training = TrainingConfig.model_validate(training.model_dump())  # re-check merged values
+        return cls(
+            number=number,
+            params=dict(params),
+            training=training,
+            sweep=sweep,
+            output_dir=output_dir,
+            seed=sweep.seed + max(number, 0),
+        )
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.training.lora_alpha if self.training.lora_alpha is not None else 2.0 * self.training.r
+
+
+@dataclass
+class TrialResult:
+    value: float | None
+    """The objective: the best value of sweep.metric seen during the trial (not the last one)."""
+    metrics: dict[str, float]
+    """Final metrics, measured with the best adapter restored."""
+    best_step: int
+    steps_run: int
+    duration_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per eval: {'step': .., 'eval_loss': .., 'perplexity': .., ...}."""
+    pruned: bool = False
+    stopped_early: bool = False
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    """Prompt, reference, prediction and per-row scores of the final generation pass."""
+    train_log: list[dict[str, float]] = field(default_factory=list)
+    """Trainer log lines (loss, learning rate, grad norm) by step."""
+    before_metrics: dict[str, float] = field(default_factory=dict)
+    """Generation metrics of the untrained base (adapter disabled) on the same rows as `metrics`
+    (evaluation.compare_base); the per-row `prediction_before` is in `generations`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("generations")
+        d.pop("train_log")
+        return d
+
+
+# on_eval(step, metrics) -> True to stop the trial now (pruned). The objective supplies it.
+OnEval = Callable[[int, dict[str, float]], bool]
+
+
+class Recipe(Protocol):
+    """What the study side runs per trial: train one config, report each eval, return the result.
+    A plain function with this signature is a recipe (tests pass fakes)."""
+
+    def __call__(self, spec: TrialSpec, on_eval: OnEval) -> TrialResult: ...
+
+
+@runtime_checkable
+class MeasuresBaseline(Protocol):
+    """Optional: a recipe that can also score the untrained base, once per study (`baseline_metrics`)."""
+
+    def baseline(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class ReportsData(Protocol):
+    """Optional: a recipe that can say how the rows fit max_seq_length, per split (harness.trial.lengths),
+    printed when a run starts and stored in the study (user attr `data_lengths`)."""
+
+    def data_report(self) -> dict[str, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class ReportsProvenance(Protocol):
+    """Optional: a recipe that hashes the base, tokenizer and data splits it trains on (harness.trial.provenance),
+    stored once per study (`provenance`); for any other recipe runner hashes them from the config."""
+
+    def provenance(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class MeasuresTaskBaselines(Protocol):
+    """Optional: a recipe that measures the task baselines (harness.tasks.baselines) on exactly the rows it
+    scores trials on, once per study (`task_baselines`); for any other recipe runner measures them from
+    the data alone."""
+
+    def task_baselines(self) -> Measured: ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# Recipe injection (`sweep run --recipe`, the pytest plugin's `--sweep-recipe`, tests)
+
+
+def import_recipe(spec: str, search: Sequence[Path] = ()) -> Recipe:
+    """`package.module:function` -> the callable, for running collections with a fake recipe.
+    `search`: folders tried too (the pytest rootdir: the `pytest` script does not put it on sys.path)."""
+    recipe: Recipe = import_callable(spec, "recipe", search)
+    return recipe
+
+
+def import_callable(text: str, what: str, search: Sequence[Path] = ()) -> Any:
+    """`package.module:function` (or `module:Class.method`) -> the callable, importing from `search`
+    folders too; every problem is a ConfigError naming `what` (a recipe, a reward function) and `text`."""
+    module, sep, name = text.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"{what} {text!r}: expected package.module:function")
+    added = [str(p) for p in search if str(p) not in sys.path]
+    sys.path[:0] = added
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"{what} {text!r}: cannot import {module}: {e}") from None
+    finally:
+        for p in added:
+            sys.path.remove(p)
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{what} {text!r}: {module} has no {name}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{what} {text!r} is not callable")
+    return obj

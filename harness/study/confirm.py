@@ -1,0 +1,271 @@
+"""`sweep confirm STUDY|FILE [--top K] [--seeds S]`: is the winner real, or did it have a lucky seed?
+
+The K best configs (by their single run) are trained S more times each, as trials of the same study:
+
+- A repeat is an enqueued trial with the original's params and user attrs `repeat_of` (the original's
+  number), `repeat_index` (1..S), `seed` (the original's seed + SEED_STRIDE * index: LoRA init and dropout
+  change) and `data_seed` (the sweep's seed + index: the data order changes). Data and eval subset do not.
+- Repeats are never sampled (their params are fixed), never pruned and never feed the pruner
+  (objective.py), do not count toward `n_trials` (failures.counts), and rank after every sampled config.
+- Resumable like `sweep run`: an interrupted repeat is retried with the same seeds (failures.py keeps the
+  repeat attrs on a retry); a re-run enqueues only the (config, index) pairs that have no repeat yet.
+- Several `sweep confirm` processes may share a study: each runs WAITING repeats until none is left. Two
+  that enqueued the same pair at once train it once: the later trial of a pair stands down without
+  training (FAIL `duplicate repeat of trial N`, no budget used).
+
+Each confirmed config then has `value_mean`, `value_std`, `value_ci95` and `n_seeds` (harness.study.noise), and
+`sweep best`, `expect:` and the reports use its mean.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from harness.core.spec import Recipe
+from harness.errors import ConfigError, HarnessError, TrialFailed
+from harness.study import failures, noise
+from harness.study import storage as st
+from harness.sweepfile.schema import SweepConfig
+
+SEED_STRIDE = 1_000_003
+"""Repeat k of a trial with seed s trains with seed s + SEED_STRIDE * k: never another trial's seed
+(trials use sweep seed + trial number)."""
+DUPLICATE = "duplicate repeat of trial"
+
+
+class ConfirmError(HarnessError):
+    """Nothing to confirm, or a study whose config cannot be rebuilt."""
+
+
+@dataclass
+class ConfirmOutcome:
+    study: optuna.Study
+    targets: list[int]
+    added: int
+    ran: int
+    seconds: float
+    recovered: list[int] = field(default_factory=list)
+
+
+def repeat_seed(seed: int, index: int) -> int:
+    return seed + SEED_STRIDE * index
+
+
+def targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The `top` best complete configs by their own single run (not by a mean: so the same K are chosen
+    before and after repeats exist, and a re-run of confirm resumes the same work)."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values and not noise.is_repeat(t)
+    ]
+    return sorted(complete, key=st.rank_key(study))[:top]
+
+
+def settled(t: FrozenTrial) -> bool:
+    """A repeat that is done, running, queued, or failed for a real reason (not retried again)."""
+    if t.state != TrialState.FAIL:
+        return True
+    why = str(t.user_attrs.get("fail_reason", failures.INTERRUPTED))
+    return why != failures.INTERRUPTED and not why.startswith(DUPLICATE)
+
+
+def owed(study: optuna.Study, chosen: list[FrozenTrial], seeds: int, sweep_seed: int) -> list[dict[str, Any]]:
+    """The repeats still missing: user attrs of each one to enqueue."""
+    trials = study.get_trials(deepcopy=False)
+    out = []
+    for t in chosen:
+        have = {
+            r.user_attrs.get(noise.REPEAT_INDEX)
+            for r in trials
+            if noise.repeat_of(r) == t.number and settled(r)
+        }
+        seed = int(t.user_attrs.get("seed", sweep_seed + t.number))
+        for k in range(1, seeds + 1):
+            if k not in have:
+                out.append(
+                    {
+                        noise.REPEAT_OF: t.number,
+                        noise.REPEAT_INDEX: k,
+                        "seed": repeat_seed(seed, k),
+                        "data_seed": sweep_seed + k,
+                    }
+                )
+    return out
+
+
+def waiting_repeats(study: optuna.Study) -> int:
+    return sum(noise.is_repeat(t) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """An earlier trial for the same (config, index) that is not an interrupted one: this one stands down."""
+    key = (trial.user_attrs.get(noise.REPEAT_OF), trial.user_attrs.get(noise.REPEAT_INDEX))
+    for t in study.get_trials(deepcopy=False):
+        same = (t.user_attrs.get(noise.REPEAT_OF), t.user_attrs.get(noise.REPEAT_INDEX)) == key
+        if t.number < trial.number and same and settled(t):
+            return t.number
+    return None
+
+
+def run_confirm(
+    cfg: SweepConfig,
+    top: int,
+    seeds: int,
+    *,
+    url: str,
+    recipe: Recipe | None = None,
+    console: Console | None = None,
+    test: bool = False,
+) -> ConfirmOutcome:
+    from harness.study.objective import Objective
+    from harness.study.run import ProgressPrinter, quiet_libraries, real_recipe
+
+    console = console or Console(highlight=False)
+    if top < 1 or seeds < 1:
+        raise ConfigError(f"--top {top} --seeds {seeds}: give 1 or more of each")
+    quiet_libraries()
+    start = time.perf_counter()
+    storage = st.open_storage(url)
+    if cfg.name not in optuna.get_all_study_names(storage):
+        raise ConfirmError(f"no study {cfg.name!r} in {st.mask_url(url)}: run `sweep run` first")
+    study = st.open_study(cfg, storage, url)
+    recovered = failures.recover_interrupted(study)
+    if recovered:
+        console.print(
+            f"{cfg.name}: trial(s) {', '.join(map(str, recovered))} were interrupted; retrying them"
+        )
+    chosen = targets(study, top)
+    if not chosen:
+        raise ConfirmError(f"study {cfg.name!r} has no complete trial to confirm yet")
+    to_add = owed(study, chosen, seeds, cfg.seed)
+    params = {t.number: t.params for t in chosen}
+    for attrs in to_add:
+        study.enqueue_trial(params[attrs[noise.REPEAT_OF]], user_attrs=attrs, skip_if_exists=False)
+    waiting = waiting_repeats(study)
+    numbers = ", ".join(str(t.number) for t in chosen)
+    console.print(
+        f"[bold]{cfg.name}[/]: confirming trial(s) {numbers} with {seeds} more seed(s) each: "
+        f"{len(to_add)} repeat(s) added, {waiting} to run" + (" (test split scored too)" if test else "")
+    )
+    ran = 0
+    if waiting:
+        if recipe is None:
+            console.print(
+                f"[bold]{cfg.name}[/]: loading base model and data ({cfg.model.name}, {cfg.dataset.source})"
+            )
+            recipe = real_recipe(cfg)
+        if test:
+            with_test = getattr(recipe, "with_test_split", None)
+            if with_test is None:
+                raise ConfirmError("--test: this recipe cannot score the test split")
+            recipe = with_test()
+        objective = Objective(cfg, recipe, progress=ProgressPrinter(cfg, console, first=0, total=waiting))
+
+        def repeat(trial: optuna.Trial) -> float | tuple[float, ...]:
+            # Another worker took the last repeat between our look and ask: stand down.
+            if noise.REPEAT_OF not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", failures.SPARE)
+                raise TrialFailed(failures.SPARE)
+            dup = duplicate_of(study, trial)
+            if dup is not None:
+                trial.set_user_attr("fail_reason", f"{DUPLICATE} {dup}")
+                raise TrialFailed(f"{DUPLICATE} {dup}")
+            return objective(trial)
+
+        while waiting_repeats(study):
+            study.optimize(repeat, n_trials=1, catch=(Exception,))
+            recovered += failures.recover_interrupted(study)  # a worker beside us that died
+        ran = objective.started
+    return ConfirmOutcome(
+        study, [t.number for t in chosen], len(to_add), ran, time.perf_counter() - start, recovered
+    )
+
+
+def print_outcome(outcome: ConfirmOutcome, cfg: SweepConfig, console: Console) -> None:
+    from harness.results.view import noise_lines, trials_table
+
+    console.print(trials_table(outcome.study, cfg.metric.name, cfg.metric.goal))
+    console.print(
+        f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
+    )
+    for line in noise_lines(outcome.study):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def config_for(target: str, results_dir: str, storage: str | None) -> tuple[SweepConfig, str]:
+    """`sweep confirm TARGET`: the config the study was run with (its stored config and search space,
+    overrides included, so repeats train exactly as their originals did) and its storage URL."""
+    from pydantic import ValidationError
+
+    from harness.sweepfile.load import load_sweep
+
+    url, name = st.locate(target, results_dir, storage)
+    study = st.load_readonly(url, name)
+    stored = study.user_attrs.get("config")
+    path = Path(target)
+    file_cfg = load_sweep(path, [f"results_dir={results_dir}"]) if path.suffix in (".yaml", ".yml") else None
+    space = study.user_attrs.get("parameters")
+    if space is None and file_cfg is not None:
+        space = {k: v.model_dump(mode="json", exclude_none=True) for k, v in file_cfg.parameters.items()}
+    if not isinstance(stored, dict) or space is None:
+        raise ConfirmError(
+            f"study {name!r} does not record its config and search space (made by an older harness or not "
+            "by `sweep run`): give its sweep file, `sweep confirm sweeps/NAME.yaml`"
+        )
+    folder = st.study_folder(study, results_dir)
+    data = {**stored, "parameters": space, "search_space": None, "storage": None}
+    data["results_dir"] = str(folder.parent)
+    try:
+        cfg = SweepConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfirmError(
+            f"study {name!r}: its stored config does not validate: {e.errors()[0]['msg']}"
+        ) from None
+    if file_cfg is not None:
+        cfg = cfg.model_copy(update={"source_path": file_cfg.source_path})
+    return cfg, url
+
+
+def confirm_after_run(cfg: SweepConfig, storage: str | None, recipe: Recipe | None, console: Console) -> None:
+    """A sweep file's `confirm: {top, seeds}`: confirm right after the run, before it is judged."""
+    assert cfg.confirm is not None
+    outcome = run_confirm(
+        cfg,
+        cfg.confirm.top,
+        cfg.confirm.seeds,
+        url=st.storage_url(cfg, storage),
+        recipe=recipe,
+        console=console,
+    )
+    console.print(f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s", soft_wrap=True)
+    from harness.results.view import noise_lines
+
+    for line in noise_lines(outcome.study):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def confirm_target(
+    target: str,
+    top: int,
+    seeds: int,
+    results_dir: str,
+    storage: str | None,
+    console: Console,
+    *,
+    recipe: Recipe | None = None,
+    test: bool = False,
+) -> int:
+    """The `sweep confirm` verb: 0 when every owed repeat completed, 1 when some failed."""
+    cfg, url = config_for(target, results_dir, storage)
+    outcome = run_confirm(cfg, top, seeds, url=url, recipe=recipe, console=console, test=test)
+    print_outcome(outcome, cfg, console)
+    stats = noise.config_stats(outcome.study.get_trials(deepcopy=False))
+    return 0 if all(n in stats for n in outcome.targets) else 1

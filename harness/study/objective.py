@@ -1,0 +1,239 @@
+"""trial -> TrialSpec -> recipe -> value. Knows Optuna, not transformers.
+
+The recipe is passed in (`spec.Recipe`), so the study side is tested with a fake recipe in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.core import trialdir
+from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
+from harness.errors import TrialFailed
+from harness.study import failures, rdb
+from harness.sweepfile import space as search_space
+from harness.sweepfile.schema import SweepConfig
+from harness.trial import monitor, tracking
+
+Progress = Callable[[str, dict], None]
+
+
+class Objective:
+    def __init__(self, cfg: SweepConfig, recipe: Recipe, progress: Progress | None = None) -> None:
+        self.cfg, self.recipe = cfg, recipe
+        self.progress = progress or (lambda event, data: None)
+        self.study_dir = Path(cfg.study_dir)
+        # One tracker for the whole sweep; SafeTracker inside: tracking can never fail a trial.
+        self.tracker = tracking.make_tracker(cfg)
+        self.started = 0  # trials this process ran (other workers add theirs to the same study)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        cfg = self.cfg
+        self.started += 1
+        folder = trialdir.trial_dir(self.study_dir, trial.number)
+        failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
+        params = search_space.suggest(trial, cfg.parameters)
+        spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
+        trialdir.write_params(spec)
+        self.progress("trial_start", {"trial": trial.number, "params": params})
+        self.skip_duplicate(trial, spec)
+        self.tracker.start(spec)
+        usage = monitor.ResourceMonitor().start()
+
+        # Optuna cannot report or prune multi-objective trials (trial.report raises there); a seed repeat
+        # (`sweep confirm`) is never pruned and does not feed the pruner's statistics.
+        prunable = not cfg.multi_objective and "repeat_of" not in trial.user_attrs
+
+        def on_eval(step: int, metrics: dict[str, float]) -> bool:
+            value = metrics.get(cfg.metric.name)
+            if value is not None and math.isfinite(value) and prunable:
+                trial.report(value, step)
+            self.progress("eval", {"trial": trial.number, "step": step, "metrics": metrics})
+            monitor.record(trial, usage.snapshot())  # live memory figures for `sweep watch`
+            self.tracker.log_eval(step, metrics)
+            return prunable and trial.should_prune()
+
+        result: TrialResult | None = None
+        failed: str | None = None  # the traceback of an exception that fails this trial only
+        try:
+            with failures.heartbeat(trial):
+                result = self.run_recipe(trial, spec, on_eval)
+        except Exception as e:
+            failed = traceback.format_exc()
+            trial.set_user_attr("fail_reason", failures.reason(e))
+            raise
+        finally:
+            # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
+            # records FAIL; the retry is queued here and keeps the checkpoint it resumes from.
+            resources = usage.stop()
+            if result is None:  # a finished trial writes them with its results, in one call (record)
+                monitor.record(trial, resources)
+            if result is None and failed is None:
+                self.tracker.finish("FAIL", {})
+                trial.set_user_attr("fail_reason", failures.INTERRUPTED)
+                failures.requeue(trial.study, trial.number, params, trial.user_attrs)
+            else:
+                cleanup(spec)
+            if failed is not None:
+                reason = trial.user_attrs["fail_reason"]
+                trialdir.write_failure(folder, reason, traceback=failed, resources=resources)
+                self.tracker.finish("FAIL", {**resources})
+                self.progress("trial_fail", {"trial": trial.number, "reason": reason})
+        assert result is not None  # every other way out raised above
+        record(trial, result, resources)
+        values = objective_values(cfg, result)
+        missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
+        if result.pruned:
+            state = "PRUNED"
+        elif missing:
+            state = "FAIL"
+            trial.set_user_attr("fail_reason", f"no finite {' or '.join(missing)} was measured")
+        else:
+            state = "COMPLETE"
+        trialdir.write_result(spec, result, state, resources)
+        self.tracker.finish(state, {**result.metrics, **resources})
+        self.keep_adapter(trial, spec, values[0] if state == "COMPLETE" else None)
+        if result.pruned:
+            self.progress("trial_pruned", {"trial": trial.number, "step": result.steps_run})
+            raise optuna.TrialPruned(f"pruned at step {result.steps_run}")
+        if state == "FAIL":
+            raise TrialFailed(trial.user_attrs["fail_reason"])
+        self.progress(
+            "trial_end", {"trial": trial.number, "value": values[0], "values": values, "result": result}
+        )
+        finite = [float(v) for v in values if v is not None]
+        return tuple(finite) if cfg.multi_objective else finite[0]
+
+    def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
+        """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
+        if "retry_of" in trial.user_attrs or "repeat_of" in trial.user_attrs:
+            return
+        dup = failures.duplicate_of_failed(trial.study, spec.params, trial.number)
+        if dup is None:
+            return
+        why = f"duplicate of failed trial {dup}"
+        trial.set_user_attr("fail_reason", why)
+        trialdir.write_failure(spec.output_dir, why)
+        self.progress("trial_fail", {"trial": trial.number, "reason": why})
+        raise TrialFailed(why)
+
+    def run_recipe(self, trial: optuna.Trial, spec: TrialSpec, on_eval: OnEval) -> TrialResult:
+        """An out-of-memory config is retried once, in the same trial, with half the per-device batch and
+        twice the accumulation (same effective batch); recorded as user attr oom_retry."""
+        try:
+            return self.recipe(spec, on_eval)
+        except Exception as e:
+            smaller = failures.halve_batch(spec.training) if failures.is_oom(e) else None
+            if smaller is None:
+                raise
+        # Outside the except block, so the failed attempt's traceback (and its tensors) are released.
+        trial.set_user_attr("oom_retry", smaller)
+        _free_memory()
+        trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
+        training = spec.training.model_copy(update=smaller)
+        return self.recipe(dataclasses.replace(spec, training=training, resume_from=None), on_eval)
+
+    def keep_adapter(self, trial: optuna.Trial, spec: TrialSpec, value: float | None) -> None:
+        """The best COMPLETE trial's adapter becomes results/<study>/best-adapter/; others are deleted."""
+        adapter = trialdir.adapter_dir(spec.output_dir)
+        if not adapter.exists():
+            return
+        study = trial.study
+        better = False
+        if value is not None and len(study.directions) == 1:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            done = [t.value for t in complete if t.value is not None]
+            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            best = (max if maximize else min)(done) if done else None
+            better = best is None or (value > best if maximize else value < best)
+        if better:
+            info = {"trial": trial.number, "value": value, "params": spec.params}
+            trialdir.keep_best_adapter(self.study_dir, adapter, info)
+        else:
+            shutil.rmtree(adapter, ignore_errors=True)
+
+
+def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
+    """A retry of an interrupted trial keeps its seed and continues from its checkpoint (failures.py); a
+    seed repeat (harness.study.confirm) brings its own seed and data order."""
+    attrs = trial.user_attrs
+    seed = int(attrs.get("seed", spec.seed))
+    trial.set_user_attr("seed", seed)
+    if "data_seed" in attrs:
+        spec = dataclasses.replace(spec, data_seed=int(attrs["data_seed"]))
+    resume = attrs.get("resume_from")
+    if resume and trialdir.find_checkpoint(Path(resume)) is None:
+        # Another host's worker queued this retry and its checkpoint is not in a folder this one sees.
+        trial.set_user_attr("restarted", f"checkpoint {resume} not reachable here: trained from step 0")
+        resume = None
+    return dataclasses.replace(spec, seed=seed, resume_from=Path(resume) if resume else None)
+
+
+def cleanup(spec: TrialSpec) -> None:
+    """A trial that ended (not interrupted) needs no checkpoint, nor the one it resumed from."""
+    trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
+    trialdir.remove_checkpoint(spec.resume_from)
+
+
+def _free_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def objective_values(cfg: SweepConfig, result: TrialResult) -> list[float | None]:
+    """The trial's value(s). One objective: the best value seen at any eval (result.value). Several: each
+    metric as finally measured with the best adapter (the primary's best eval), so they belong together."""
+    if not cfg.multi_objective:
+        value = result.value
+        return [float(value) if value is not None and math.isfinite(value) else None]
+    out: list[float | None] = []
+    for i, m in enumerate(cfg.objectives):
+        v = result.metrics.get(m.name, result.value if i == 0 else None)
+        out.append(float(v) if v is not None and math.isfinite(v) else None)
+    return out
+
+
+def record(
+    trial: optuna.Trial, result: TrialResult, resources: dict[str, float | None] | None = None
+) -> None:
+    """What reports need without opening trial folders: finite metrics, steps, timing, memory figures.
+    One storage call for all of them (rdb.set_user_attrs): on SQLite each attr would be its own commit."""
+    attrs: dict[str, object] = {
+        "metrics": {k: v for k, v in result.metrics.items() if math.isfinite(v)},
+        "best_step": result.best_step,
+        "steps_run": result.steps_run,
+        "duration_s": round(result.duration_s, 3),
+        "stopped_early": result.stopped_early,
+    }
+    if result.before_metrics:
+        attrs["before_metrics"] = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
+    if result.pruned:
+        attrs["pruned_at"] = result.steps_run
+    attrs.update(monitor.measured(resources or {}))
+    rdb.set_user_attrs(trial, attrs)
+
+
+class StopAfterFailures:
+    """Stop a sweep that keeps failing: `max_failures` FAIL trials in a row."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures, self.streak, self.tripped = max_failures, 0, False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.streak = self.streak + 1 if trial.state == TrialState.FAIL else 0
+        if self.streak >= self.max_failures:
+            self.tripped = True
+            study.stop()

@@ -1,0 +1,92 @@
+"""The sweep's sampler: seeded per trial, so any number of workers can share one study."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.sweepfile import space as search_space
+from harness.sweepfile.schema import SweepConfig
+
+
+def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler, seeded per trial (`PerTrialSeed`): trial N's params depend on the seed, N and
+    the study so far, never on which worker asks or how many ask at once; a resumed run asks for new trial
+    numbers, so it does not replay the first run's random start-up samples."""
+    if cfg.method == "tpe":
+        startup = min(5, cfg.budget.n_trials)
+        # constant_liar: a running trial counts as a bad result, so workers asking at once are steered
+        # away from the configs already being trained instead of all picking the same promising one.
+        return PerTrialSeed(
+            cfg.seed,
+            lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=startup, constant_liar=True),
+        )
+    if cfg.method == "random":
+        return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.RandomSampler(seed=s))
+    if cfg.method == "grid":
+        grid = search_space.grid(cfg.parameters)
+        return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.GridSampler(grid, seed=s))
+    if cfg.method == "cmaes":
+        return PerTrialSeed(
+            cfg.seed, lambda s: optuna.samplers.CmaEsSampler(seed=s, warn_independent_sampling=False)
+        )
+    if cfg.method == "gp":
+        return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.GPSampler(seed=s))
+    raise AssertionError(cfg.method)
+
+
+class PerTrialSeed(optuna.samplers.BaseSampler):
+    """A sampler re-made for each trial with seed `seed + 7919 * trial.number`.
+
+    One seed per process gave two workers started together the same random stream, so they trained the
+    same params side by side. Trial numbers are unique in a study (the storage hands them out), so seeding
+    by them keeps one worker's sweep reproducible and keeps workers apart. The samplers' state lives in
+    the storage (TPE, CMA-ES, grid read the trials), so a fresh one per trial loses nothing but caches,
+    and those are handed on (keep_caches)."""
+
+    def __init__(self, seed: int, make: Callable[[int], optuna.samplers.BaseSampler]) -> None:
+        self.seed, self.make = seed, make
+        self.inner = make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        fresh = self.make(self.seed + 7919 * trial.number)
+        keep_caches(self.inner, fresh)
+        self.inner = fresh
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, name: str, distribution: Any
+    ) -> Any:
+        return self.inner.sample_independent(study, trial, name, distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+# Incremental caches of one study's search space: TPE's IntersectionSearchSpace reads only the trials
+# finished since its last call. They hold no randomness, so handing them to the next trial's sampler keeps
+# every trial's params exactly as before; without them TPE rescanned the whole study on every trial, ~3x
+# the sampler's time per trial at 500 trials (P7).
+_CACHES = ("_search_space", "_group_decomposed_search_space")
+
+
+def keep_caches(old: optuna.samplers.BaseSampler, new: optuna.samplers.BaseSampler) -> None:
+    if type(old) is not type(new):
+        return
+    for name in _CACHES:
+        if getattr(old, name, None) is not None and hasattr(new, name):
+            setattr(new, name, getattr(old, name))

@@ -1,0 +1,3 @@
+"""pytest-style runs: collection, keywords, verdicts, the pytest plugin.
+
+Never torch; the plugin loads no optuna until a sweep runs (tests/test_structure.py)."""

@@ -1,0 +1,181 @@
+"""A sweep file -> a validated, frozen SweepConfig: YAML, dotted overrides, the search space, `expect:`.
+
+`load_sweep(path, overrides)` is the only way in. Every problem of the file is gathered into one ConfigError
+(the schema's, the `expect:` block's), then the search space (a `search_space:` file with inline
+`parameters:` on top) is parsed, so nothing downstream re-reads files or re-parses blocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import ConfigError, closest, problems_error
+from harness.sweepfile import trainers
+from harness.sweepfile.expect import parse_expectations
+from harness.sweepfile.schema import TASK_METRICS, ParamSpec, SweepConfig, known_metrics
+from harness.sweepfile.space import parse_parameters
+
+# Fields of SweepConfig that load() sets; a sweep file may not.
+INTERNAL = ("source_path", "expectations")
+
+
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """safe_load only: a sweep file is data, never code."""
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; expected a YAML file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """`budget.max_steps=20` style overrides; values are parsed as YAML scalars (20 -> int, true -> bool)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"override {item!r} is not of the form key.sub=value (for example budget.max_steps=20)"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} in {source} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys at the place an unknown key was found, for the 'did you mean' hint."""
+    model: type[BaseModel] | None = SweepConfig
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None and field is not None:  # Optional[Model]
+            for arg in getattr(ann, "__args__", ()):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    model = arg
+    return list(model.model_fields) if model else []
+
+
+def validation_problems(err: ValidationError) -> list[str]:
+    """One '  - key: message' line per problem, with 'did you mean' for unknown keys."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            valid = [f for f in _fields_at(loc) if f not in INTERNAL]
+            hint = closest(str(loc[-1]), valid)
+            msg = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and e["type"] not in ("value_error", "assertion_error"):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  - {key}: {msg}")
+    return lines
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Read, override, validate; the search space is loaded and checked here too (one error for all)."""
+    path = Path(path)
+    data = read_yaml(path, "sweep file")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (name:, model:, ...) at the top level")
+    data = apply_overrides(data, overrides or [], str(path))
+    data.setdefault("name", path.stem)
+    problems = [f"  - {key}: unknown key" for key in INTERNAL if key in data]
+    # Parsed below with the search-space file (search_space.parse_parameters words its problems).
+    inline = data.pop("parameters", None) or {}
+    if not isinstance(inline, dict):
+        problems.append(
+            "  - parameters: expected a mapping of setting -> W&B parameter (e.g. r: {values: [8]})"
+        )
+        inline = {}
+    clean = {k: v for k, v in data.items() if k not in INTERNAL}
+    cfg: SweepConfig | None = None
+    try:
+        cfg = SweepConfig.model_validate({**clean, "source_path": str(path)})
+    except ValidationError as e:
+        problems += validation_problems(e)
+    expect = data.get("expect")
+    expectations = []
+    if isinstance(expect, dict):
+        task = data.get("task") if data.get("task") in TASK_METRICS else "pricer"
+        evaluation = data.get("evaluation")
+        custom = isinstance(evaluation, dict) and bool(evaluation.get("custom"))
+        trainer = cfg.trainer if cfg is not None else "sft"
+        reward_fns = cfg.training.reward_functions if cfg is not None else []
+        try:
+            expectations = parse_expectations(
+                expect, str(task), custom_metrics=custom, known=known_metrics(str(task), trainer, reward_fns)
+            )
+        except ConfigError as e:
+            problems.append(f"  - expect: {e}")
+    if problems or cfg is None:
+        raise problems_error(str(path), problems)
+    params = load_parameters(cfg, inline)
+    cfg = cfg.model_copy(update={"parameters": params, "expectations": tuple(expectations)})
+    trainers.check(cfg)  # needs the search space: GRPO's batches must hold whole generation groups
+    return cfg
+
+
+def load_parameters(cfg: SweepConfig, inline: dict[str, Any]) -> dict[str, ParamSpec]:
+    """The sweep's search space: the file's `parameters:` with inline `parameters:` on top, all checked."""
+    raw: dict[str, Any] = {}
+    where = cfg.source_path or "sweep file"
+    if cfg.search_space:
+        path = cfg.resolve_path(cfg.search_space)
+        if not path.exists():
+            raise ConfigError(f"{where}: search_space: file not found: {cfg.search_space}")
+        data = read_yaml(path, "search-space file")
+        if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict):
+            raise ConfigError(f"{path}: expected a top-level `parameters:` mapping (W&B sweep syntax)")
+        extra = sorted(set(data) - {"parameters", "description"})
+        if extra:
+            raise ConfigError(f"{path}: unknown top-level key(s) {extra}; expected `parameters:`")
+        raw.update(data["parameters"])
+        where = str(path)
+    raw.update(inline)
+    if not raw:
+        raise ConfigError(
+            f"{cfg.source_path or 'sweep file'}: the search space is empty: give `search_space:` a file "
+            "with `parameters:`, or an inline `parameters:` block"
+        )
+    return parse_parameters(raw, where)

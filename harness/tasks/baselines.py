@@ -1,0 +1,284 @@
+"""Task baselines: what a fine-tune must beat to be worth training, on the rows its trials are scored on.
+
+The ladder every model is judged against: constant predictions, a bag-of-words linear model, the untrained
+base, then the fine-tune. A baseline needs data, not a model:
+
+    predict(train_rows, eval_rows) -> one answer per eval row (a string, like a model's generation)
+
+Its answers are scored by harness.tasks.scoring.score_generations, the function that scores the trials'
+generations (with the sweep's custom metrics too), so a baseline's numbers carry the same names and the
+same meaning as a trial's, and `baselines.jsonl` holds the answers they were computed from.
+
+Builtin (registered below, in ladder order):
+  pricer  mean, median     the train split's mean / median price, for every item
+          bag_of_words     scikit-learn CountVectorizer on the prompt + Ridge(alpha=1) on log1p(price),
+                           fitted on the train split (untuned on purpose: a floor, not a competitor)
+  text    empty            the empty answer
+          copy_input       the prompt as the answer
+          most_frequent    the train split's most frequent completion (exact match's floor)
+  any     untrained_base   the base model without an adapter: measured by the recipe (study user attr
+                           `baseline_metrics`) and shown as the last rung; not computed here
+
+Where they are measured: runner.measure_task_baselines, once per study (user attr `task_baselines`:
+name -> metrics). The real recipe (QLoRARecipe.task_baselines) passes exactly its generation rows and
+train split; any other recipe (a fake, a user's function) gets them from the data alone
+(`data.load_splits` + `data.generation_subset`: the same seeded rows, before the truncation rule's fit
+filter, and without a tokenizer, so chat datasets are skipped there).
+
+Your own baselines: register them next to your custom metrics. The modules named in `evaluation.custom`
+are imported before baselines are measured, so a registration there is picked up:
+
+    from harness.tasks.baselines import register
+
+    @register("text", "first_line", about="the prompt's first line")
+    def first_line(train_rows, eval_rows):
+        return [r["prompt"].splitlines()[0] for r in eval_rows]
+
+`expect:` can name any of them: `rougeL: "> baseline.first_line"` (see harness.sweepfile.expect).
+
+The main check (REFERENCE): the best trial should beat the simplest meaningful baseline on the task's main
+metric, else `verdict` words a warning. pricer: mae vs `median` (the constant that minimises absolute
+error); text: rougeL vs `copy_input` (echoing the prompt costs nothing and scores on overlap metrics).
+No torch here; numpy, scikit-learn, the data and the scorers are imported only when measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.sweepfile.schema import SweepConfig
+
+Row = Mapping[str, Any]
+Predict = Callable[[Sequence[Row], Sequence[Row]], list[str]]
+
+ATTR = "task_baselines"
+"""Study user attr: baseline name -> its metrics on the generation rows."""
+FILE = "baselines.jsonl"
+"""results/<study>/baselines.jsonl: prompt, reference (and price_true), and each baseline's answer."""
+UNTRAINED = "untrained_base"
+ROW_FIELDS = ("prompt", "reference", "price_true")
+REFERENCE: dict[str, tuple[str, str]] = {"pricer": ("mae", "median"), "text": ("rougeL", "copy_input")}
+"""task -> (main metric, the baseline the best trial must beat on it)."""
+LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity", "mae", "rmsle", "unparseable_rate"})
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    about: str
+    predict: Predict
+
+
+REGISTRY: dict[str, dict[str, Baseline]] = {}
+"""task -> name -> Baseline, in registration (= ladder) order."""
+
+
+def register(task: str, name: str, about: str = "") -> Callable[[Predict], Predict]:
+    """Decorator: `predict(train_rows, eval_rows) -> answers` becomes baseline `name` of `task`."""
+    if not name.isidentifier() or name in (UNTRAINED, *ROW_FIELDS):
+        raise ValueError(f"baseline name {name!r}: use an identifier other than {UNTRAINED}/{ROW_FIELDS}")
+
+    def add(fn: Predict) -> Predict:
+        REGISTRY.setdefault(task, {})[name] = Baseline(name, about or (fn.__doc__ or "").strip(), fn)
+        return fn
+
+    return add
+
+
+def names(task: str) -> tuple[str, ...]:
+    """The baseline names `expect:` may use for `task` (the untrained base included)."""
+    return (*REGISTRY.get(task, {}), UNTRAINED)
+
+
+def about(task: str, name: str) -> str:
+    if name == UNTRAINED:
+        return "the base model without an adapter"
+    found = REGISTRY.get(task, {}).get(name)
+    return found.about if found else ""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Builtin baselines
+
+
+def _price_text(value: float) -> str:
+    """A price as a model would write it; positional and round-tripping, so parse_price reads it back
+    exactly and a baseline's mae can be recomputed from the answers."""
+    import numpy as np
+
+    return str(np.format_float_positional(max(float(value), 0.0), trim="-"))
+
+
+@register("pricer", "mean", about="the train split's mean price, for every item")
+def _mean(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    prices = [float(r["price"]) for r in train]
+    return [_price_text(sum(prices) / len(prices))] * len(rows)
+
+
+@register("pricer", "median", about="the train split's median price, for every item")
+def _median(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    import numpy as np
+
+    return [_price_text(float(np.median([float(r["price"]) for r in train])))] * len(rows)
+
+
+@register("pricer", "bag_of_words", about="word counts of the prompt -> ridge regression on log price")
+def _bag_of_words(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(CountVectorizer(), Ridge(alpha=1.0))
+    model.fit([r["prompt"] for r in train], np.log1p([float(r["price"]) for r in train]))
+    return [_price_text(v) for v in np.expm1(model.predict([r["prompt"] for r in rows]))]
+
+
+@register("text", "empty", about="the empty answer")
+def _empty(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    return [""] * len(rows)
+
+
+@register("text", "copy_input", about="the prompt as the answer")
+def _copy_input(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    return [str(r["prompt"]) for r in rows]
+
+
+@register("text", "most_frequent", about="the train split's most frequent completion, for every row")
+def _most_frequent(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    answer = Counter(str(r["completion"]) for r in train).most_common(1)[0][0]
+    return [answer] * len(rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measuring
+
+
+@dataclass
+class Measured:
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    """name -> metrics (stored as the study user attr `task_baselines`)."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """One per eval row: prompt, reference (price_true for pricer) and each baseline's answer."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """name -> why it could not be measured (a baseline is context: it never stops a sweep)."""
+
+
+def measure(cfg: SweepConfig, train_rows: Sequence[Row], eval_rows: Sequence[Row]) -> Measured:
+    """Every baseline registered for the sweep's task, scored on `eval_rows` like a trial's generations."""
+    from harness.tasks import scoring
+
+    out = Measured()
+    if not eval_rows or not train_rows:
+        return out
+    custom = list(cfg.evaluation.custom)
+    for spec in custom:  # their modules may register baselines (see the module docstring)
+        scoring.load_custom_metric(spec)
+    refs = [str(r["completion"]) for r in eval_rows]
+    out.rows = [{"prompt": r["prompt"], "reference": ref} for r, ref in zip(eval_rows, refs, strict=True)]
+    for name, baseline in REGISTRY.get(cfg.task, {}).items():
+        try:
+            answers = [str(a) for a in baseline.predict(train_rows, eval_rows)]
+            try:
+                metrics, per_row = scoring.score_generations(cfg.task, answers, refs, eval_rows, custom)
+            except scoring.CustomMetricError as e:  # the user's metric, not the baseline, is at fault
+                metrics, per_row = scoring.score_generations(cfg.task, answers, refs, eval_rows)
+                out.skipped[f"{name} (custom metrics)"] = str(e)
+        except Exception as e:  # noqa: BLE001 - a baseline is context, never a reason to stop the sweep
+            out.skipped[name] = f"{type(e).__name__}: {e}"
+            continue
+        out.metrics[name] = finite(metrics)
+        for row, answer, scores in zip(out.rows, answers, per_row, strict=True):
+            row[name] = answer
+            if "price_true" in scores:
+                row["price_true"] = scores["price_true"]
+    return out
+
+
+_FROM_DATA: dict[str, Measured] = {}
+
+
+def from_data(cfg: SweepConfig) -> Measured:
+    """The baselines from the sweep's data alone (no model, no tokenizer): for recipes that do not measure
+    them. Builtin data is generated, so its result is kept for the process (tests run many sweeps)."""
+    from harness.trial.datasets import generation_subset, load_splits
+
+    key = json.dumps(
+        [
+            cfg.dataset.model_dump(mode="json"),
+            cfg.task,
+            cfg.seed,
+            cfg.evaluation.samples,
+            cfg.evaluation.custom,
+        ]
+    )
+    builtin = cfg.dataset.source.startswith("builtin:")
+    if builtin and key in _FROM_DATA:
+        return _FROM_DATA[key]
+    if not cfg.evaluation.samples:
+        return Measured()
+    data = load_splits(cfg)
+    found = measure(cfg, data.train.to_list(), generation_subset(data.validation, cfg))
+    if builtin:
+        _FROM_DATA[key] = found
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading them back (reports, expectations, the closing summary)
+
+
+def finite(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in (metrics or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def ladder(user_attrs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A study's baselines in ladder order: the stored task baselines, then the untrained base's
+    generation metrics when it was measured (`baseline_metrics`)."""
+    rungs = {str(k): finite(v) for k, v in (user_attrs.get(ATTR) or {}).items() if isinstance(v, Mapping)}
+    base = finite(user_attrs.get("baseline_metrics"))
+    if any(k not in ("eval_loss", "perplexity") for k in base):
+        rungs[UNTRAINED] = base
+    return rungs
+
+
+def read_rows(study_dir: Path) -> list[dict[str, Any]]:
+    path = study_dir / FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def better(metric: str, value: float, than: float) -> bool:
+    """Strictly better by the metric's own direction (lower for errors and losses, higher otherwise)."""
+    return value < than if metric in LOWER_IS_BETTER else value > than
+
+
+def verdict(
+    task: str, objective: str, best_number: int, best: Mapping[str, float], rungs: Mapping[str, Any]
+) -> str | None:
+    """A plain warning when the best trial does not beat the task's reference baseline (REFERENCE) on
+    its main metric; None when it does, or when either number is missing."""
+    metric, name = REFERENCE.get(task, ("", ""))
+    value, ref = best.get(metric), (rungs.get(name) or {}).get(metric)
+    if value is None or ref is None or better(metric, value, ref):
+        return None
+    goal = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    tries = ["more steps (budget.max_steps)", "a larger base model (model.name)"]
+    if objective != metric:
+        tries.append(f"{metric} as the objective (metric: {{name: {metric}, goal: {goal}}})")
+    return (
+        f"warning: the best trial ({best_number}) does not beat the {name} baseline on {metric}: "
+        f"{value:.4g} vs {ref:.4g} ({about(task, name)}). The fine-tune has not learned the task yet; "
+        f"try {', '.join(tries[:-1])} or {tries[-1]}."
+    )

@@ -1,0 +1,119 @@
+"""GRPO reward functions: the builtin ones, and the user's `module:function` found beside the sweep file.
+
+A reward function is called as trl calls it: `f(prompts, completions, **columns) -> list[float]`, one
+reward per completion, where `columns` are the dataset's other columns repeated per completion (for the
+builtin pricer data: `price`). Completions are strings, or message lists for conversational prompts.
+
+No torch here: the sweep file's reward functions are resolved (and a missing one reported) at load time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.core.spec import import_callable
+from harness.errors import ConfigError, RewardFailed
+from harness.sweepfile.schema import reward_name
+from harness.tasks import pricer as prices
+
+RewardFn = Callable[..., list[float]]
+
+# price_accuracy's grades, by the pricer's error bands (prices.band): an answer that names no number
+# at all earns less than any number, so "say a price" is learned before "say the right price".
+BAND_REWARD = {"green": 1.0, "orange": 0.5, "red": 0.1}
+UNPARSEABLE_REWARD = 0.0
+_CLEAN_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
+
+
+def completion_text(completion: Any) -> str:
+    """A completion's text: the string itself, or the last message's content (conversational)."""
+    if isinstance(completion, list):
+        return str(completion[-1].get("content", "")) if completion else ""
+    return "" if completion is None else str(completion)
+
+
+def price_accuracy(
+    prompts: Sequence[Any], completions: Sequence[Any], price: Sequence[float], **_: Any
+) -> list[float]:
+    """1.0 in the green band (within $40 or 20%), 0.5 orange (within $80 or 40%), 0.1 red; 0.0 when the
+    completion names no price. Needs a `price` column (the builtin pricer data has one)."""
+    out = []
+    for completion, true in zip(completions, price, strict=True):
+        guess = prices.parse_price(completion_text(completion))
+        out.append(UNPARSEABLE_REWARD if guess is None else BAND_REWARD[prices.band(guess, float(true))])
+    return out
+
+
+def number_format(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+    """1.0 when the completion is just a number (like the pricer's `129.00`), 0.5 when it starts with one
+    and goes on, 0.0 when it does not start with a number."""
+    out = []
+    for completion in completions:
+        text = completion_text(completion)
+        if _CLEAN_NUMBER.fullmatch(text):
+            out.append(1.0)
+        elif re.match(r"\s*\d", text):
+            out.append(0.5)
+        else:
+            out.append(0.0)
+    return out
+
+
+BUILTIN: dict[str, RewardFn] = {"price_accuracy": price_accuracy, "number_format": number_format}
+NEEDS_PRICE = ("price_accuracy",)
+
+
+def resolve(spec: str, folder: Path | None = None) -> RewardFn:
+    """A builtin name, or `module:function` importable from `folder` (the sweep file's) or sys.path."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    if ":" not in spec:
+        raise ConfigError(
+            f"reward function {spec!r} is neither a builtin ({', '.join(BUILTIN)}) nor module:function"
+        )
+    fn: RewardFn = import_callable(spec, "reward function", [folder] if folder is not None else [])
+    return fn
+
+
+def checked(fn: RewardFn, name: str) -> RewardFn:
+    """`fn` as trl calls it, failing the trial with the function's name when it raises, returns the wrong
+    number of rewards, or returns something that is not a finite number (None is trl's 'no reward')."""
+
+    def call(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        try:
+            out = fn(prompts=prompts, completions=completions, **kwargs)
+        except Exception as e:
+            raise RewardFailed(f"reward function {name} raised {type(e).__name__}: {e}") from e
+        try:
+            values = list(out)
+        except TypeError:
+            raise RewardFailed(f"reward function {name} returned {type(out).__name__}, not a list") from None
+        if len(values) != len(completions):
+            raise RewardFailed(
+                f"reward function {name} returned {len(values)} rewards for {len(completions)} completions"
+            )
+        bad = [v for v in values if v is not None and not _finite(v)]
+        if bad:
+            raise RewardFailed(
+                f"reward function {name} returned a non-number or non-finite reward: {bad[0]!r}"
+            )
+        return values
+
+    call.__name__ = name  # trl names each reward's metrics after __name__
+    return call
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def load(specs: Sequence[str], folder: Path | None = None) -> list[RewardFn]:
+    """The sweep's reward functions, each wrapped by `checked` and named as in its metrics."""
+    return [checked(resolve(s, folder), reward_name(s)) for s in specs]

@@ -1,0 +1,471 @@
+"""Datasets for a sweep: source -> rows -> prompt/completion -> train/validation/test.
+
+`load_splits(cfg)` is the only way in. Sources are the builtin pricer data, local files (or a folder of
+them) and hub ids. Row shapes are detected from the columns, in this order: an explicit
+`dataset.template`; `prompt`/`completion` columns; a chat `messages` column; a single `text` column cut at
+`training.response_template`; for the pricer task, `text`/`price` columns. Every split comes out with
+string `prompt` and `completion` columns (and a float `price` for the pricer task), so the recipe never
+needs to know where the data came from.
+
+Rows are handled as plain dicts: sweep datasets are small enough, and it keeps the hashing and the
+error messages simple and deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import string
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, Value
+
+from harness.errors import DataError, HarnessError
+from harness.sweepfile.schema import SweepConfig
+from harness.tasks.pricer import to_price
+from harness.trial import formats
+
+PRICER_QUESTION = "How much does this cost to the nearest dollar?"
+PRICER_RESPONSE = "Price is $"
+PRICER_PROMPT = PRICER_QUESTION + "\n\n{description}\n\n" + PRICER_RESPONSE
+SUPPORTED_EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")
+# Names ending like these are meant as files, so a missing one is "not found", never a hub lookup.
+FILE_LIKE_EXTENSIONS = (*SUPPORTED_EXTENSIONS, ".txt", ".tsv", ".xlsx", ".xls", ".arrow", ".gz", ".zip")
+BUILTIN_SOURCES = ("builtin:pricer",)
+
+Row = dict[str, Any]
+# Turns a source row into a prompt/completion row, or into a short reason it cannot be used.
+Formatter = Callable[[Row], "Row | str"]
+
+
+def format_pricer_prompt(description: str) -> str:
+    """The course-exercise prompt; the model completes it with the price."""
+    return PRICER_PROMPT.format(description=description.strip())
+
+
+def format_pricer_completion(price: float) -> str:
+    """Whole dollars with a fixed `.00`, so every completion has the same shape (e.g. `129.00`)."""
+    return f"{round(price)}.00"
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+
+    def as_dict(self) -> dict[str, Dataset]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+def load_splits(cfg: SweepConfig, tokenizer: Any | None = None) -> Splits:
+    """Load, format and split `cfg.dataset`. `tokenizer` is only needed for chat (`messages`) data."""
+    raw, where = _read_source(cfg)
+    if not any(raw.values()):
+        raise DataError(f"{where} has no rows.")
+    ds = cfg.dataset
+    if ds.train_split in raw:
+        train_raw = raw[ds.train_split]
+    elif len(raw) == 1:  # one unnamed split (a single file, or a hub dataset with one split)
+        train_raw = next(iter(raw.values()))
+    else:
+        raise DataError(
+            f"{where} has no split {ds.train_split!r} (found splits: {', '.join(raw)}); "
+            "set dataset.train_split."
+        )
+    train = _format_rows(train_raw, cfg, tokenizer, where)
+    # A split the source lacks (or has empty) is carved out of train below, by hash.
+    validation, test = (
+        _format_rows(raw[name], cfg, tokenizer, where) if raw.get(name) else None
+        for name in (ds.validation_split, ds.test_split)
+    )
+    train, validation, test = _carve(train, validation, test, ds.validation_fraction, ds.test_fraction)
+    if ds.max_train_rows is not None and len(train) > ds.max_train_rows:
+        train = _subset(train, ds.max_train_rows)
+    for name, rows in (("train", train), ("validation", validation), ("test", test)):
+        if not rows:
+            fix = "add rows" if name == "train" else f"add rows, raise dataset.{name}_fraction, or provide it"
+            raise DataError(
+                f"{where}: the {name} split is empty after splitting {len(train_raw)} rows; {fix}."
+            )
+    with_price = cfg.task == "pricer"
+    return Splits(*(_to_dataset(rows, with_price, cfg.trainer) for rows in (train, validation, test)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sources
+
+
+def _read_source(cfg: SweepConfig) -> tuple[dict[str, list[Row]], str]:
+    source = cfg.dataset.source
+    if source.startswith("builtin:"):
+        if source not in BUILTIN_SOURCES:
+            raise DataError(f"unknown builtin dataset {source!r}; available: {', '.join(BUILTIN_SOURCES)}.")
+        raw = _read_builtin_pricer()
+        if cfg.trainer == "dpo":  # the same items as preference pairs (formats.py)
+            raw = {k: formats.pricer_pairs(rows, format_pricer_completion) for k, rows in raw.items()}
+        return raw, source
+    path = cfg.resolve_path(source)
+    looks_local = path.suffix.lower() in FILE_LIKE_EXTENSIONS or source.startswith((".", "/", "~"))
+    if path.exists() or looks_local:
+        if not path.exists():
+            where = f" in {cfg.source_path}" if cfg.source_path else ""
+            raise DataError(f"dataset file not found: {path} (dataset.source {source!r}{where}).")
+        return _read_local(path), str(path)
+    return _read_hub(source), f"hub dataset {source!r}"
+
+
+def _read_builtin_pricer() -> dict[str, list[Row]]:
+    from harness.builtin.pricer_data import pricer_splits
+
+    return {
+        name: [
+            {
+                "prompt": format_pricer_prompt(r["text"]),
+                "completion": format_pricer_completion(r["price"]),
+                "price": r["price"],
+            }
+            for r in rows
+        ]
+        for name, rows in pricer_splits(seed=0).items()
+    }
+
+
+def _read_local(path: Path) -> dict[str, list[Row]]:
+    if path.is_file():
+        return {"train": _read_file(path)}
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+    if not files:
+        found = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+        raise DataError(
+            f"dataset folder {path} has no {'/'.join(SUPPORTED_EXTENSIONS)} files (found: {found})."
+        )
+    # train.jsonl / validation.csv / test-00000-of-00001.parquet name their split; otherwise one split.
+    by_split: dict[str, list[Row]] = {}
+    named = [f for f in files if _split_of(f) is not None]
+    for f in named or files:
+        by_split.setdefault(_split_of(f) or "train", []).extend(_read_file(f))
+    return by_split
+
+
+def _split_of(path: Path) -> str | None:
+    stem = path.stem.lower()
+    for name in ("train", "validation", "test"):
+        if stem == name or stem.startswith(name + "-"):
+            return name
+    return None
+
+
+def _read_file(path: Path) -> list[Row]:
+    ext = path.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise DataError(
+            f"unsupported dataset file type {ext or '(none)'!r}: {path}; "
+            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}."
+        )
+    try:
+        if ext == ".csv":
+            import pandas as pd
+
+            # dtype=str: CSV has no types; prices are parsed where needed, and text stays text.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            return frame.to_dict("records")
+        if ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        text = path.read_text(encoding="utf-8")
+    except HarnessError:
+        raise
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, malformed CSV/parquet
+        raise DataError(f"cannot read dataset file {path}: {_first_line(e)}.") from None
+    except Exception as e:  # pandas/pyarrow parser errors have no common base class
+        raise DataError(f"cannot read dataset file {path}: {type(e).__name__}: {_first_line(e)}.") from None
+    return _parse_json(text, path, lines=ext == ".jsonl")
+
+
+def _parse_json(text: str, path: Path, lines: bool) -> list[Row]:
+    if not lines:
+        try:
+            data = json.loads(text) if text.strip() else []
+        except json.JSONDecodeError as e:
+            if "Extra data" not in e.msg:  # else: JSON Lines saved as .json (datasets' to_json does this)
+                raise DataError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}.") from None
+        else:
+            return _json_records(data, path)
+    rows: list[Row] = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: malformed JSON on line {i}: {e.msg}.") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {i} is not a JSON object.")
+        rows.append(row)
+    return rows
+
+
+def _json_records(data: Any, path: Path) -> list[Row]:
+    """A list of objects, or pandas' column layout `{"col": [...], ...}`."""
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return data
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) == 1:
+            n = lengths.pop()
+            return [{k: v[i] for k, v in data.items()} for i in range(n)]
+    raise DataError(f"{path}: expected a list of objects (one per row) or JSON Lines.")
+
+
+def _read_hub(source: str) -> dict[str, list[Row]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(source)
+    except Exception as e:  # network, auth, unknown id: all mean "cannot get it", and all look different
+        raise DataError(
+            f"could not load dataset {source!r} from the Hugging Face hub ({type(e).__name__}: "
+            f"{_first_line(e)}); check the id and the network, or use a local .jsonl/.csv/.parquet file."
+        ) from None
+    if isinstance(loaded, datasets.Dataset):
+        return {"train": loaded.to_list()}
+    return {name: split.to_list() for name, split in loaded.items()}
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0].rstrip(".")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Row shapes -> prompt/completion
+
+
+def _columns(rows: list[Row]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update(dict.fromkeys(r))
+    return list(seen)
+
+
+def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) -> list[Row]:
+    ds, task = cfg.dataset, cfg.task
+    cols = _columns(rows)
+    found = f"found columns: {', '.join(cols) or 'none'}"
+    if cfg.trainer != "sft":
+        rows = formats.format_rows(rows, cfg.trainer, ds.format, tokenizer, where)
+        return formats.with_prices(rows, ds.price_column, where) if task == "pricer" else rows
+    if ds.template is not None:
+        fmt = _template_formatter(ds.template.prompt, ds.template.completion, cols, where, found)
+    elif "prompt" in cols and "completion" in cols:
+        fmt = _passthrough
+    elif ds.messages_column in cols:
+        fmt = _chat_formatter(ds.messages_column, tokenizer, where)
+    elif cfg.training.response_template and ds.text_column in cols:
+        fmt = _response_template_formatter(ds.text_column, cfg.training.response_template, rows, where)
+    elif task == "pricer" and ds.text_column in cols and ds.price_column in cols:
+        fmt = _pricer_formatter(ds.text_column, ds.price_column)
+    else:
+        pricer = f"{ds.text_column!r} and {ds.price_column!r} (pricer), " if task == "pricer" else ""
+        raise DataError(
+            f"{where} lacks the columns to build prompts: it needs 'prompt' and 'completion', "
+            f"{pricer}{ds.messages_column!r} (chat), {ds.text_column!r} with training.response_template, "
+            f"or a dataset.template; {found}."
+        )
+
+    out: list[Row] = []
+    dropped: Counter[str] = Counter()
+    for row in rows:
+        item = fmt(row)
+        if isinstance(item, str):  # a reason the row cannot be used
+            dropped[item] += 1
+            continue
+        if not str(item["prompt"]).strip() or not str(item["completion"]).strip():
+            dropped["empty prompt or completion"] += 1
+            continue
+        if task == "pricer":
+            # The truth: the formatter's, else the price column, else the number in the completion.
+            price = to_price(item["price"]) if "price" in item else to_price(row.get(ds.price_column))
+            if price is None:
+                price = to_price(item["completion"])
+            if price is None:
+                dropped["no usable price"] += 1
+                continue
+            item["price"] = price
+        out.append(item)
+    if rows and not out:
+        reasons = "; ".join(f"{n} with {why}" for why, n in dropped.most_common())
+        raise DataError(f"{where}: no usable rows left after filtering {len(rows)} rows ({reasons}).")
+    return out
+
+
+def _passthrough(row: Row) -> Row:
+    return {"prompt": _text(row.get("prompt")), "completion": _text(row.get("completion"))}
+
+
+def _template_formatter(prompt: str, completion: str, cols: list[str], where: str, found: str) -> Formatter:
+    for which, text in (("prompt", prompt), ("completion", completion)):
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        except ValueError as e:
+            raise DataError(f"dataset.template.{which} is not a valid format string: {e}.") from None
+        for field in fields:
+            name = re.split(r"[.\[]", field, maxsplit=1)[0]
+            if not name or name.isdigit():
+                raise DataError(f"dataset.template.{which} must name columns, like {{instruction}}.")
+            if name not in cols:
+                raise DataError(f"{where} has no column {name!r} used by dataset.template.{which}; {found}.")
+
+    def fmt(row: Row) -> Row:
+        # A key absent from this row only (ragged JSON) or null renders as "", like an empty CSV cell.
+        values = {c: "" for c in cols} | {k: "" if v is None else v for k, v in row.items()}
+        try:
+            return {"prompt": prompt.format_map(values), "completion": completion.format_map(values)}
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+            raise DataError(f"{where}: dataset.template cannot format a row: {_first_line(e)}.") from None
+
+    return fmt
+
+
+def _chat_formatter(column: str, tokenizer: Any, where: str) -> Formatter:
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            f"{where} has a chat column {column!r} but the model's tokenizer has no chat template; "
+            "use a chat model, or give the data prompt/completion columns."
+        )
+    # The trainer's tokenizer adds BOS itself; a template that also writes it would double it.
+    bos = getattr(tokenizer, "bos_token", None)
+    ids = tokenizer("x")["input_ids"]
+    strip_bos = bool(bos) and bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
+
+    def fmt(row: Row) -> Row | str:
+        messages = row.get(column)
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in messages
+        ):
+            return "malformed messages"
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        if last is None:
+            return "no assistant turn"
+        prompt = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
+        # Taking the completion from the rendered text keeps the template's end-of-turn markers.
+        completion = full[len(prompt) :] if full.startswith(prompt) else _text(messages[last]["content"])
+        if strip_bos and bos and prompt.startswith(bos):
+            prompt = prompt[len(bos) :]
+        return {"prompt": prompt, "completion": completion}
+
+    return fmt
+
+
+def _response_template_formatter(column: str, template: str, rows: list[Row], where: str) -> Formatter:
+    if not any(template in _text(r.get(column)) for r in rows):
+        raise DataError(
+            f"{where}: training.response_template {template!r} occurs in no row of column {column!r}."
+        )
+
+    def fmt(row: Row) -> Row | str:
+        text = _text(row.get(column))
+        cut = text.find(template)
+        if cut < 0:
+            return "no response template"
+        cut += len(template)
+        return {"prompt": text[:cut], "completion": text[cut:]}
+
+    return fmt
+
+
+def _pricer_formatter(text_column: str, price_column: str) -> Formatter:
+    def fmt(row: Row) -> Row | str:
+        price = to_price(row.get(price_column))
+        if price is None:
+            return "no usable price"
+        return {
+            "prompt": format_pricer_prompt(_text(row.get(text_column))),
+            "completion": format_pricer_completion(price),
+            "price": price,
+        }
+
+    return fmt
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Splitting
+
+
+def _position(row: Row) -> float:
+    """A stable number in [0, 1) from the formatted content (hashlib: the same on every run and machine).
+
+    Hashing prompt+completion, not the raw row, keeps duplicates that differ only in an id column in the
+    same split (no leakage), and a row's split never changes when other rows are added.
+    """
+    digest = hashlib.sha256(f"{row['prompt']}\x00{row['completion']}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _carve(
+    train: list[Row], validation: list[Row] | None, test: list[Row] | None, val_frac: float, test_frac: float
+) -> tuple[list[Row], list[Row], list[Row]]:
+    """Take the missing validation/test splits out of train by hash position."""
+    if validation is not None and test is not None:
+        return train, validation, test
+    # Positions [0, test_hi) go to test and [test_hi, val_hi) to validation, for whichever is missing.
+    test_hi = test_frac if test is None else 0.0
+    val_hi = test_hi + (val_frac if validation is None else 0.0)
+    keep: list[Row] = []
+    new_val: list[Row] = []
+    new_test: list[Row] = []
+    for row in train:
+        u = _position(row)
+        (new_test if u < test_hi else new_val if u < val_hi else keep).append(row)
+    return keep, validation if validation is not None else new_val, test if test is not None else new_test
+
+
+def _subset(rows: list[Row], n: int) -> list[Row]:
+    """The n rows with the lowest hash position, in their original order: stable and nested in n."""
+    chosen = sorted(range(len(rows)), key=lambda i: (_position(rows[i]), i))[:n]
+    return [rows[i] for i in sorted(chosen)]
+
+
+def seeded_subset(ds: Any, n: int, seed: int) -> list[Row]:
+    """A fixed, seeded subset of a split, as rows: the same rows for every trial, so trials are compared
+    on equal terms (fixtures: the eval-loss and generation subsets)."""
+    idx = list(range(len(ds)))
+    random.Random(seed).shuffle(idx)
+    return [ds[i] for i in sorted(idx[:n])]
+
+
+def generation_subset(validation: Any, cfg: SweepConfig) -> list[Row]:
+    """The validation rows generation metrics are measured on (`evaluation.samples` of them, before the
+    truncation rule's fit filter); harness.tasks.baselines scores the task baselines on the same rows."""
+    return seeded_subset(validation, cfg.evaluation.samples, cfg.seed + 1)
+
+
+def _to_dataset(rows: list[Row], with_price: bool, trainer: str = "sft") -> Dataset:
+    columns: dict[str, list[Any]] = {
+        "prompt": [r["prompt"] for r in rows],
+        "completion": [r["completion"] for r in rows],
+    }
+    features = {"prompt": Value("string"), "completion": Value("string")}
+    if with_price:
+        columns["price"] = [float(r["price"]) for r in rows]
+        features["price"] = Value("float64")
+    if trainer == "sft":
+        return Dataset.from_dict(columns, features=Features(features))
+    # dpo: chosen/rejected; grpo: the columns reward functions read (their types inferred from the rows)
+    extra = [c for c in _columns(rows) if c not in columns]
+    ds = Dataset.from_dict(columns, features=Features(features))
+    for c in extra:
+        ds = ds.add_column(c, [r.get(c) for r in rows])
+    return ds

@@ -1,0 +1,322 @@
+"""What every trainer's trial shares: the LoRA config, the eval loop (early stopping, best-adapter snapshot,
+pruning hook, checkpoints), adapter snapshots, generation scoring, and releasing the shared base.
+
+Knows transformers/peft, not Optuna. Each trainer (sft.py, dpo.py, grpo.py) supplies only its Trainer and
+what it measures at an eval; harness/recipe.py runs one trial top to bottom.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from harness.core import trialdir
+from harness.core.spec import OnEval, TrialSpec
+from harness.errors import NonFiniteLoss
+from harness.sweepfile.schema import LOSS_METRICS, trainer_metrics
+from harness.trial import fixtures as fx
+
+# measure(model, generate) -> the metrics of one eval; the trainer's module builds it (see recipe.py).
+Measure = Callable[[Any, bool], dict[str, float]]
+
+
+def lora_config(spec: TrialSpec) -> Any:
+    from peft import LoraConfig
+
+    t = spec.training
+    return LoraConfig(
+        r=t.r,
+        lora_alpha=spec.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; k*r may be fractional
+        lora_dropout=t.lora_dropout,
+        target_modules=t.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+class EvalLoop(TrainerCallback):
+    """Every eval_steps: the trainer's measure (sft: token-weighted loss/perplexity; dpo, grpo: see their
+    modules) and generation metrics when the objective needs them, early stopping on the objective, a
+    snapshot of the best adapter, the pruning hook and a checkpoint.
+
+    Our own loop rather than Trainer eval + EarlyStoppingCallback: the Trainer's eval_loss is a mean of
+    batch means (not token-weighted), and its EarlyStoppingCallback needs a checkpoint save at every eval
+    plus load_best_model_at_end; a LoRA snapshot in memory does the same at a fraction of the cost.
+    """
+
+    def __init__(self, spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval) -> None:
+        s = spec.sweep
+        self.spec, self.fx, self.on_eval = spec, fixtures, on_eval
+        # What one eval measures; the trainer's module sets it once its Trainer exists (recipe.finetune).
+        self.measure: Measure = lambda model, generate: evaluate(model, fixtures, spec, generate)[0]
+        self.metric, self.maximize = s.metric.name, s.metric.goal == "maximize"
+        measured = LOSS_METRICS + trainer_metrics(s.trainer, s.training.reward_functions)
+        self.generate_each_eval = s.evaluation.every_eval or self.metric not in measured
+        self.history: list[dict[str, float]] = []
+        self.train_log: list[dict[str, float]] = []
+        self.best: float | None = None
+        self.best_step = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_evals = 0
+        self.pruned = self.stopped_early = False
+        self.trainer: Any = None  # set by finetune: checkpoints need the optimizer, scheduler and state
+        self.checkpoint_dir = trialdir.checkpoint_dir(spec.output_dir) if spec.number >= 0 else None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "train_log": self.train_log,
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+        }
+
+    def load_state(self, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+        self.history, self.train_log = state["history"], state["train_log"]
+        self.best, self.best_step, self.bad_evals = state["best"], state["best_step"], state["bad_evals"]
+        self.best_state = best_state
+
+    def gain(self, value: float) -> float:
+        """How much `value` improves on the best so far (positive = better); inf for the first eval."""
+        if self.best is None:
+            return math.inf
+        return value - self.best if self.maximize else self.best - value
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
+        if logs and not any(k.startswith("eval_") for k in logs):  # a trainer's own eval (dpo) is in history
+            self.train_log.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()}})
+            loss = logs.get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise NonFiniteLoss(f"non-finite loss at step {state.global_step}")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        step = state.global_step
+        if step % self.spec.sweep.budget.eval_steps and step < state.max_steps:
+            return
+        metrics = self.measure(model, self.generate_each_eval)
+        metrics["step"] = step
+        if not math.isfinite(metrics.get("eval_loss", 0.0)):
+            raise NonFiniteLoss(f"non-finite loss at step {step} (eval_loss {metrics['eval_loss']})")
+        self.history.append(metrics)
+        value = metrics.get(self.metric, math.nan)
+        gain = self.gain(value) if math.isfinite(value) else -math.inf
+        # The threshold (min_delta) only decides patience; the value, best step and adapter snapshot
+        # follow the true best, so an improvement smaller than the threshold is still kept.
+        self.bad_evals = 0 if gain > self.spec.sweep.early_stopping.threshold else self.bad_evals + 1
+        if gain > 0:
+            self.best, self.best_step = value, step
+            self.best_state = adapter_state(model)
+        patience = self.spec.sweep.early_stopping.patience
+        if patience and self.bad_evals >= patience and step < state.max_steps:  # at the end it is no stop
+            self.stopped_early = control.should_training_stop = True
+        if self.on_eval(step, metrics):
+            self.pruned = control.should_training_stop = True
+        if self.checkpoint_dir is not None and self.trainer is not None and not control.should_training_stop:
+            if step < state.max_steps:
+                save_checkpoint(self.checkpoint_dir, self.trainer, adapter_state(model), self)
+
+
+def save_checkpoint(folder: Path, trainer: Any, adapter: dict[str, torch.Tensor], loop: EvalLoop) -> None:
+    """The trial so far -> folder (trialdir's layout), atomically: adapter and best adapter as
+    safetensors, the Trainer's optimizer/scheduler/RNG/state in its own resume layout, loop.json last."""
+    from safetensors.torch import save_file
+
+    def to_file(state: dict[str, torch.Tensor], name: str) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / name))
+
+    tmp = trialdir.fresh_tmp(folder)
+    to_file(adapter, trialdir.ADAPTER_FILE)
+    if loop.best_state is not None:
+        to_file(loop.best_state, trialdir.BEST_FILE)
+    # Private Trainer calls: the Trainer has no public "save resumable state" without saving the model,
+    # and saving the model would go through state_dict() on the shared 4-bit base (see adapter_state).
+    trainer._save_optimizer_and_scheduler(str(tmp))
+    trainer._save_rng_state(str(tmp))
+    trainer.state.save_to_json(str(tmp / trialdir.STATE_FILE))
+    trialdir.write_loop(tmp, loop.state())
+    trialdir.swap_in(tmp, folder)
+
+
+def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    path = folder / name
+    return load_file(str(path)) if path.is_file() else None
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    """A copy of the trainable (LoRA) weights.
+
+    Read from named_parameters, never from model.state_dict(): on CPU, bitsandbytes repacks 4-bit weights
+    on their first forward, and state_dict() of a repacked Linear4bit rewrites its quant state in place
+    (bitsandbytes 0.50.2), silently changing the shared base model's outputs.
+    """
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_adapter(model: Any, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n])
+
+
+def evaluate(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generate: bool
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Loss metrics on the fixed eval subset; generation metrics on the fixed generation subset."""
+    from harness.trial import evaluation as ev
+
+    nll, n = ev.token_nll(model, fixtures.eval_batches)
+    metrics = {"eval_loss": nll / max(n, 1), "perplexity": ev.perplexity(nll, n)}
+    rows: list[dict[str, Any]] = []
+    if generate and fixtures.generation_rows:
+        metrics_g, rows = score(model, fixtures, spec, fixtures.generation_rows)
+        metrics.update(metrics_g)
+    return metrics, rows
+
+
+def score(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy batched generation on `rows`, scored for the task; per-row evidence for generations.jsonl.
+
+    The model is fed each prompt as training sees it (shortened by training.truncation), and rows the
+    rule drops are left out, so generation metrics and eval_loss are measured on the same rows."""
+    from harness.trial import evaluation as ev
+
+    s = spec.sweep
+    fitted = fx.encode_rows(rows, fixtures.tokenizer, spec.training)
+    rows = [r for r, e in zip(rows, fitted, strict=True) if e.has_completion]
+    if not rows:
+        return {}, []
+    prompts = [r["prompt"] for r in rows]
+    refs = [r["completion"] for r in rows]
+    prompt_ids = [e.prompt_ids for e in fitted if e.has_completion]
+    preds = ev.generate(
+        model, fixtures.tokenizer, prompt_ids, s.evaluation.max_new_tokens, s.evaluation.batch_size
+    )
+    metrics, per_row = ev.score_generations(s.task, preds, refs, rows, s.evaluation.custom)
+    evidence = [
+        {"prompt": p, "reference": r, "prediction": y, **sc}
+        for p, r, y, sc in zip(prompts, refs, preds, per_row, strict=True)
+    ]
+    return metrics, evidence
+
+
+_BASE_SCORES: dict[tuple[Any, ...], tuple[dict[str, float], list[dict[str, Any]]]] = {}
+
+
+def compare_with_base(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generations: list[dict[str, Any]]
+) -> dict[str, float]:
+    """The same generation rows with the adapter disabled (= the untrained base): adds
+    `prediction_before` and `before_<score>` to each row of `generations` (in place) and returns the
+    base's corpus metrics, so a user sees what tuning changed."""
+    e = spec.sweep.evaluation
+    key = (
+        id(fixtures.model),
+        spec.sweep.task,
+        e.max_new_tokens,
+        tuple(e.custom),
+        spec.training.max_seq_length,  # with truncation: which prompt ids the base is fed
+        spec.training.truncation,
+        tuple(r["prompt"] for r in fixtures.generation_rows),
+    )
+    if key not in _BASE_SCORES:  # the base answers the same in every trial: generate once per process
+        with model.disable_adapter():
+            _BASE_SCORES[key] = score(model, fixtures, spec, fixtures.generation_rows)
+    before, rows = _BASE_SCORES[key]
+    for row, base in zip(generations, rows, strict=True):
+        row["prediction_before"] = base["prediction"]
+        same = ("prompt", "reference", "prediction", "price_true")
+        row.update({f"before_{k}": v for k, v in base.items() if k not in same})
+    return dict(before)
+
+
+def baseline_metrics(fixtures: fx.Fixtures, spec: TrialSpec) -> dict[str, float]:
+    """The untrained base on the trials' eval subset (loss metrics) and generation rows, measured once
+    per study. Only forward passes and generate: never state_dict() on the shared 4-bit base
+    (see adapter_state)."""
+    fixtures.model.eval()
+    metrics, _ = evaluate(fixtures.model, fixtures, spec, generate=spec.sweep.evaluation.samples > 0)
+    return metrics
+
+
+def test_metrics(
+    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Loss and generation metrics on the held-out test split, prefixed test_."""
+    from harness.trial import evaluation as ev
+
+    s, t = spec.sweep, spec.training
+    batches = ev.eval_batches(
+        rows,
+        fixtures.tokenizer,
+        t.max_seq_length,
+        s.evaluation.batch_size,
+        truncation=t.truncation,
+        response_template=t.response_template,
+    )
+    out = ev.loss_metrics(*ev.token_nll(model, batches))
+    if s.evaluation.samples:
+        out.update(score(model, fixtures, spec, rows)[0])
+    return {f"test_{k}": v for k, v in out.items()}
+
+
+def release(base: Any, peft_model: Any, forward: Any) -> None:
+    """Give the shared base back exactly as the trial found it: LoRA layers removed (by peft's unload, and
+    by hand for any a failed Trainer construction left behind), and its `forward` as it was: trl wraps
+    the base's forward for its fused LM head on every Trainer it builds, and wrappers of wrappers would
+    pile up, one per trial."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if peft_model is not None:
+        peft_model.unload()
+    for name, module in list(base.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent = base.get_submodule(name.rpartition(".")[0]) if "." in name else base
+            setattr(parent, name.rpartition(".")[2], module.get_base_layer())
+    if forward is None:
+        base.__dict__.pop("forward", None)
+    else:
+        base.forward = forward
+    base.eval()
+
+
+def training_args(spec: TrialSpec, cuda: bool) -> dict[str, Any]:
+    """The TrainingArguments every trainer's config shares: budget, optimizer, precision, no Trainer
+    evals or saves (the eval loop does both), quiet logs, and the seeds."""
+    t, s = spec.training, spec.sweep
+    dtype = fx.compute_dtype(s.model, cuda)
+    return {
+        "output_dir": str(spec.output_dir / "hf"),
+        "max_steps": s.budget.max_steps,
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_steps": t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of max_steps
+        "optim": t.optim,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "gradient_checkpointing": fx.use_gradient_checkpointing(t, cuda),
+        "bf16": cuda and dtype == torch.bfloat16,
+        "fp16": cuda and dtype == torch.float16,
+        "use_cpu": not cuda,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": max(1, min(10, s.budget.eval_steps)),
+        "report_to": "none",
+        "disable_tqdm": True,
+        "log_level": "error",
+        "seed": spec.seed,
+        # Same data order for every trial (differences come from the params); seed repeats change it.
+        "data_seed": s.seed if spec.data_seed is None else spec.data_seed,
+        "dataloader_num_workers": 0,
+    }

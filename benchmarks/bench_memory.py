@@ -66,6 +66,7 @@ def growth(tmp: str, n_trials: int = N_TRIALS, budget: list[str] | None = None) 
     """One worker, n_trials alternating CONFIGS: [{"number", "peak_rss_mb", "rss_mb", "params"}, ...]."""
     from rich.console import Console
 
+    from harness.study import resume
     from harness.study import storage as st
     from harness.study.run import run_sweep
 
@@ -73,7 +74,7 @@ def growth(tmp: str, n_trials: int = N_TRIALS, budget: list[str] | None = None) 
         tmp, "name=p5-growth", "method=random", f"budget.n_trials={n_trials}", *(budget or GROWTH_BUDGET)
     )
     url = st.storage_url(cfg)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     for i in range(n_trials):
         study.enqueue_trial(CONFIGS[i % len(CONFIGS)])
     outcome = run_sweep(cfg, console=Console(file=io.StringIO()))

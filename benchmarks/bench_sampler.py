@@ -38,13 +38,14 @@ def run(storage: str | None, tmp: str, n_trials: int = N_TRIALS) -> tuple[float,
     import optuna
 
     from harness.core.spec import TrialResult
+    from harness.study import resume
     from harness.study import storage as st
     from harness.study.objective import record
     from harness.sweepfile import space as search_space
 
     cfg = sweep_config(tmp, "name=p7-sampler", f"budget.n_trials={n_trials}")
     url = st.storage_url(cfg, storage)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     stamps: list[float] = []
 
     def objective(trial: optuna.Trial) -> float:

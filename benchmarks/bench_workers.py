@@ -58,11 +58,12 @@ def drawn_params(n: int) -> list[dict[str, Any]]:
 
 
 def enqueue(results: Path, name: str, params: list[dict[str, Any]]) -> None:
+    from harness.study import resume
     from harness.study import storage as st
 
     cfg = sweep_config(results, f"name={name}", f"budget.n_trials={len(params)}", *BUDGET)
     url = st.storage_url(cfg)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     for p in params:
         study.enqueue_trial(p)
 

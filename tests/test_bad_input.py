@@ -269,13 +269,13 @@ def test_a_password_in_the_storage_url_is_never_stored(tmp_path):
     """The study keeps its config (reports show it, `sweep best --export` writes it): masked."""
     import optuna
 
-    from harness.study import storage as st
+    from harness.study import resume
     from harness.sweepfile.load import load_sweep
 
     cfg = load_sweep(
         ROOT / "sweeps/pricer.yaml", [f"results_dir={tmp_path}", "storage=postgresql://me:s3cret@db/x"]
     )
     url = f"sqlite:///{tmp_path}/study.db"
-    study = st.open_study(cfg, optuna.storages.RDBStorage(url), url)
+    study = resume.open_study(cfg, optuna.storages.RDBStorage(url), url)
     assert study.user_attrs["config"]["storage"] == "postgresql://me:***@db/x"
     assert "s3cret" not in json.dumps(study.user_attrs)

@@ -16,7 +16,7 @@ from rich.console import Console
 from harness.cli import main
 from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import HarnessError
-from harness.study import confirm, failures, noise
+from harness.study import confirm, failures, noise, ranking
 from harness.study import storage as st
 from harness.study.run import run_sweep
 from harness.suite.collect import run_path
@@ -106,8 +106,8 @@ def test_confirm_adds_top_times_seeds_repeats_that_do_not_count_and_are_never_pr
     assert {specs[t.number].data_seed for t in repeats} == {cfg.seed + 1, cfg.seed + 2}
     assert all(specs[n].data_seed is None for n in range(5))  # sweep trials: the sweep's data order
     # The originals rank first; repeats are never "the best trial" themselves.
-    assert not noise.is_repeat(st.best_trial(out.study))
-    assert st.best_trial(out.study).number in best_two
+    assert not noise.is_repeat(ranking.best_trial(out.study))
+    assert ranking.best_trial(out.study).number in best_two
 
 
 def test_report_csv_has_the_noise_columns_for_confirmed_configs(tmp_path):
@@ -208,7 +208,7 @@ def test_sweep_best_uses_and_names_the_confirmed_mean(tmp_path, capsys):
     out = confirm.run_confirm(cfg, 2, 2, url=st.storage_url(cfg), recipe=recipe, console=console())
     stats = noise.config_stats(out.study.get_trials())
     winner = min(stats.values(), key=lambda s: s.mean)
-    assert st.best_trial(out.study).number == winner.number
+    assert ranking.best_trial(out.study).number == winner.number
     assert main(["best", "pricer", "--results-dir", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
     assert f"trial {winner.number} (confirmed mean over 3 seeds)" in shown

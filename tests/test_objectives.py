@@ -17,7 +17,7 @@ from harness.errors import ConfigError, StorageError
 from harness.results import report
 from harness.results import view as studyview
 from harness.results.view import trials_table
-from harness.study import storage as st
+from harness.study import ranking, resume
 from harness.study.run import run_sweep
 from harness.suite.collect import check_study
 from harness.sweepfile.expect import parse_expectations
@@ -89,10 +89,10 @@ def test_multi_objective_study_returns_tuples_and_marks_the_pareto_front(tmp_pat
         assert t.values == [pytest.approx(m["eval_loss"]), pytest.approx(m["hit_rate"])]
         assert t.intermediate_values == {}  # nothing reported: Optuna cannot prune multi-objective
     pareto = {t.number for t in study.best_trials}
-    assert pareto == st.pareto_numbers(study) and len(pareto) > 1  # a trade-off: several optimal trials
+    assert pareto == ranking.pareto_numbers(study) and len(pareto) > 1  # a trade-off: several optimal trials
 
     # "best" = the Pareto-optimal trial best on the first metric
-    best = st.best_trial(study)
+    best = ranking.best_trial(study)
     assert best.number in pareto
     assert best.values[0] == min(t.values[0] for t in complete)
     assert studyview.ranked_trials(study)[0].number == best.number  # tables rank by the same rule
@@ -134,7 +134,7 @@ def test_resume_checks_every_direction(tmp_path):
         run_sweep(sweep(tmp_path, flipped, "budget.n_trials=2"), recipe=trade_off_recipe)
     with pytest.raises(StorageError, match="start a new study"):
         run_sweep(sweep(tmp_path, "budget.n_trials=2"), recipe=trade_off_recipe)  # single objective now
-    assert st.fingerprint(sweep(tmp_path, TWO)) != st.fingerprint(sweep(tmp_path, flipped))
+    assert resume.fingerprint(sweep(tmp_path, TWO)) != resume.fingerprint(sweep(tmp_path, flipped))
     again = run_sweep(sweep(tmp_path, TWO, "budget.n_trials=2"), recipe=trade_off_recipe)
     assert again.ran == 1
 
@@ -148,7 +148,7 @@ def test_single_objective_fingerprint_is_unchanged(tmp_path):
     cfg = sweep(tmp_path)
     space = {k: repr(v) for k, v in sorted(search_space.distributions(cfg.parameters).items())}
     body = json.dumps({"space": space, "metric": cfg.metric.model_dump()}, sort_keys=True)
-    assert st.fingerprint(cfg) == hashlib.sha256(body.encode()).hexdigest()[:16]
+    assert resume.fingerprint(cfg) == hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def test_sweep_end_prints_baseline_and_before_after(tmp_path):

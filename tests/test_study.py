@@ -119,12 +119,12 @@ def test_end_of_trial_attrs_are_one_storage_call(tmp_path, storage):
     """rdb.set_user_attrs writes every attr (read back by a fresh load) in one transaction on RDB."""
     from sqlalchemy import event
 
-    from harness.study import rdb
+    from harness.study import rdb, resume
     from harness.study import storage as st
 
     cfg = sweep(tmp_path, "budget.n_trials=1")
     url = st.storage_url(cfg, storage)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     trial = study.ask()
     engine = getattr(getattr(study._storage, "_backend", None), "engine", None)
     commits: list[int] = []

@@ -20,6 +20,7 @@ from rich.console import Console
 from harness.cli import cmd_dashboard, cmd_watch, main
 from harness.errors import HarnessError, StorageError
 from harness.results import status, watch
+from harness.study import resume
 from harness.study import storage as st
 from harness.study.run import run_sweep
 
@@ -50,7 +51,7 @@ def live_study(tmp_path) -> optuna.Study:
     """4 planned trials: 2 finished in 60 s each, and one RUNNING that has reported 4 evals."""
     cfg = sweep(tmp_path, *PLANNED)
     url = st.storage_url(cfg)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     study.add_trial(finished(0, 1.30, 60))
     study.add_trial(finished(1, 1.05, 60))
     with warnings.catch_warnings():  # "heartbeat is meant for optimize()": this trial stands in for one
@@ -92,7 +93,7 @@ def test_watch_once_shows_the_running_trial_sparkline_and_eta(tmp_path, live_stu
 def test_eta_counts_pruned_and_failed_trials_as_finished(tmp_path):
     cfg = sweep(tmp_path, *PLANNED)
     url = st.storage_url(cfg)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     study.add_trial(finished(0, 1.0, 100))
     study.add_trial(finished(1, 1.0, 20, TrialState.PRUNED))
     view = status.collect(study)

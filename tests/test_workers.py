@@ -22,7 +22,7 @@ from rich.console import Console
 from harness.errors import HarnessError
 from harness.results import status
 from harness.results import view as studyview
-from harness.study import failures, rdb, workers
+from harness.study import failures, rdb, resume, sampler, workers
 from harness.study import storage as st
 from harness.study.run import run_sweep
 
@@ -221,20 +221,20 @@ def test_output_tags_lines_counts_the_study_and_prints_errors_once():
 def test_per_trial_seeds_keep_workers_apart_and_one_worker_reproducible(tmp_path):
     cfg = sweep(tmp_path, "method=random")
     storage = optuna.storages.InMemoryStorage()
-    a = st.open_study(cfg, storage, "memory")
-    b = st.open_study(cfg, storage, "memory")  # a second worker, same seed, same moment
+    a = resume.open_study(cfg, storage, "memory")
+    b = resume.open_study(cfg, storage, "memory")  # a second worker, same seed, same moment
     ta, tb = a.ask(), b.ask()
     from harness.sweepfile import space as search_space
 
     pa, pb = search_space.suggest(ta, cfg.parameters), search_space.suggest(tb, cfg.parameters)
     assert pa != pb
-    again = st.open_study(sweep(tmp_path / "x", "method=random"), optuna.storages.InMemoryStorage(), "m")
+    again = resume.open_study(sweep(tmp_path / "x", "method=random"), optuna.storages.InMemoryStorage(), "m")
     assert search_space.suggest(again.ask(), cfg.parameters) == pa  # trial 0 of this seed: same params
 
 
 def test_tpe_lies_about_running_trials(tmp_path):
-    sampler = st.make_sampler(sweep(tmp_path))
-    assert sampler.inner._constant_liar is True
+    tpe = sampler.make_sampler(sweep(tmp_path))
+    assert tpe.inner._constant_liar is True
 
 
 def test_the_budget_counts_every_workers_trials(tmp_path):
@@ -313,7 +313,7 @@ def test_status_and_report_show_who_runs_each_trial(tmp_path):
 def test_a_retry_whose_checkpoint_is_out_of_reach_trains_from_step_0_and_says_so(tmp_path):
     cfg = sweep(tmp_path, "budget.n_trials=1")
     url = st.storage_url(cfg)
-    study = st.open_study(cfg, st.open_storage(url), url)
+    study = resume.open_study(cfg, st.open_storage(url), url)
     elsewhere = str(tmp_path / "other-host" / "trial-0000" / "checkpoint")  # never written here
     study.enqueue_trial({"learning_rate": 1e-3}, user_attrs={"retry_of": 0, "resume_from": elsewhere})
     recipe = FakeRecipe()

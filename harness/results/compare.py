@@ -29,7 +29,7 @@ from harness.results.report import (
     write_outputs,
 )
 from harness.results.view import StudyData, counts_by_state, counts_text, load_study_data, text_if_mixed
-from harness.study import storage as st
+from harness.study import ranking
 from harness.trial import provenance
 
 # ----------------------------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ def compare_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
             "trials": sum(counts.values()),
             **{s.lower(): counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
             "best_trial": best.number if best else None,
-            "best_value": st.primary_value(best) if best else None,
+            "best_value": ranking.primary_value(best) if best else None,
             "best_step": best.user_attrs.get("best_step") if best else None,
         }
         row.update({f"param_{k}": v for k, v in (best.params if best else {}).items()})
@@ -76,7 +76,9 @@ def distribution_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
     """The objective over complete trials, per study: count, mean, std, min, quartiles, max."""
     stats = []
     for d in datas:
-        values = pd.Series([st.primary_value(t) for t in d.trials((TrialState.COMPLETE,))], dtype="float64")
+        values = pd.Series(
+            [ranking.primary_value(t) for t in d.trials((TrialState.COMPLETE,))], dtype="float64"
+        )
         desc = values.describe()
         stats.append({"study": d.name, "metric": d.metric, **{k: desc.get(k) for k in desc.index}})
     return pd.DataFrame(stats)
@@ -179,7 +181,7 @@ def best_table(datas: Sequence[StudyData]) -> Table:
             d.name,
             f"{d.metric} ({d.goal})",
             counts_text(counts_by_state(d.study)),
-            f"{st.primary_value(best):.6g}" if best else "-",
+            f"{ranking.primary_value(best):.6g}" if best else "-",
             str(best.number) if best else "-",
         )
     return table

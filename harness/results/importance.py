@@ -18,8 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.results.view import ordered
-from harness.study import noise
-from harness.study import storage as st
+from harness.study import noise, ranking
 
 MIN_TRIALS = 20
 RESAMPLES = 20
@@ -32,7 +31,7 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if st.primary_value(t) is not None and not noise.is_repeat(t)
+        if ranking.primary_value(t) is not None and not noise.is_repeat(t)
     ]
     if len(complete) < 2:
         return {}, f"parameter importances need at least 2 complete trials; this study has {len(complete)}"
@@ -43,7 +42,7 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
             {},
             "every complete trial used the same parameter values, so no parameter can explain a difference",
         )
-    if len({st.primary_value(t) for t in complete}) < 2:
+    if len({ranking.primary_value(t) for t in complete}) < 2:
         return {}, "every complete trial reached the same value, so no parameter made a difference"
     try:
         importances = _importances(study, complete, varying)
@@ -64,7 +63,9 @@ def _importances(study: optuna.Study, trials: Sequence[FrozenTrial], params: lis
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" lines
     copy = optuna.create_study(directions=study.directions)
     copy.add_trials(trials)
-    target: Callable[[FrozenTrial], float] | None = (lambda t: t.values[0]) if st.is_multi(study) else None
+    target: Callable[[FrozenTrial], float] | None = (
+        (lambda t: t.values[0]) if ranking.is_multi(study) else None
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "few trials" warnings: the note says it once, plainly
         found = optuna.importance.get_param_importances(copy, params=params, target=target)
@@ -79,7 +80,7 @@ def bootstrap(
     out: dict[str, list[float]] = {p: [] for p in params}
     for _ in range(resamples):
         sample = [rng.choice(trials) for _ in trials]
-        if len({st.primary_value(t) for t in sample}) < 2:
+        if len({ranking.primary_value(t) for t in sample}) < 2:
             continue
         try:
             found = _importances(study, sample, params)

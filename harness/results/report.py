@@ -33,6 +33,7 @@ from harness.results.view import (
     noise_lines,
     trials_table,
 )
+from harness.study import ranking
 from harness.study import storage as st
 from harness.trial import lengths, provenance
 
@@ -44,7 +45,7 @@ NONE = "no task baselines in this study (evaluation.samples: 0, or a study from 
 
 def _primary_target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
     """optuna.visualization/importance need `target=` for a multi-objective study: use metrics[0]."""
-    return (lambda t: t.values[0]) if st.is_multi(study) else None
+    return (lambda t: t.values[0]) if ranking.is_multi(study) else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def eval_curve(data: StudyData, t: FrozenTrial, key: str = "eval_loss") -> tuple
 
 def trial_label(data: StudyData, t: FrozenTrial, with_study: bool = False) -> str:
     head = f"{data.name} " if with_study else ""
-    value = f" {data.metric} {st.primary_value(t):.4g}" if st.primary_value(t) is not None else ""
+    value = f" {data.metric} {ranking.primary_value(t):.4g}" if ranking.primary_value(t) is not None else ""
     return f"{head}trial {t.number} ({t.state.name.lower()}{value})"
 
 
@@ -97,13 +98,13 @@ def best_text(data: StudyData) -> str:
         return "no complete trial yet"
     step = best.user_attrs.get("best_step")
     at = f" at step {step}" if step is not None else ""
-    stats = st.confirmed(data.study, best)
+    stats = ranking.confirmed(data.study, best)
     if stats is not None:  # chosen by its mean over seeds (sweep confirm)
         return (
             f"trial {best.number}: {data.metric} = {stats.mean:.6g} ± {stats.ci95:.3g} "
-            f"(confirmed mean of {stats.n} seeds, 95% interval; its own run {st.primary_value(best):.6g}{at})"
+            f"(confirmed mean of {stats.n} seeds, 95% interval; its own run {ranking.primary_value(best):.6g}{at})"
         )
-    return f"trial {best.number}: {data.metric} = {st.primary_value(best):.6g}{at}"
+    return f"trial {best.number}: {data.metric} = {ranking.primary_value(best):.6g}{at}"
 
 
 def print_summary(data: StudyData, console: Console, importances: dict[str, float], why: str) -> None:
@@ -141,12 +142,12 @@ def print_summary(data: StudyData, console: Console, importances: dict[str, floa
 
 
 def _objectives_text(data: StudyData) -> str:
-    if not st.is_multi(data.study):
+    if not ranking.is_multi(data.study):
         return f"{data.metric} ({data.goal})"
-    pairs = zip(st.metric_names(data.study), st.goals(data.study), strict=True)
+    pairs = zip(ranking.metric_names(data.study), ranking.goals(data.study), strict=True)
     names = ", ".join(f"{n} ({g})" for n, g in pairs)
     return (
-        f"{names}: multi-objective, {len(st.pareto_numbers(data.study))} Pareto-optimal trial(s); "
+        f"{names}: multi-objective, {len(ranking.pareto_numbers(data.study))} Pareto-optimal trial(s); "
         f"'best' is the Pareto-optimal trial best on {data.metric}, plots show {data.metric} only"
     )
 
@@ -241,7 +242,7 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
             "parallel-coordinates", "Parallel coordinates", optuna_plot(vis.plot_parallel_coordinate)
         ),
         plots.plot_section("slice-plots", "Slice plots", lambda: _slice_plot(data, complete)),
-        *([_pareto_section(data, complete)] if st.is_multi(data.study) else []),
+        *([_pareto_section(data, complete)] if ranking.is_multi(data.study) else []),
         plots.plot_section(
             "learning-curves",
             "Eval-loss learning curves",
@@ -278,7 +279,7 @@ def _pareto_section(data: StudyData, complete: list[FrozenTrial]) -> Section:
     """Multi-objective studies: the Pareto front (the other plots show the first metric only)."""
     from optuna import visualization as vis
 
-    names = st.metric_names(data.study)
+    names = ranking.metric_names(data.study)
 
     def draw() -> Any:
         if not complete:

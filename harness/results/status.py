@@ -21,6 +21,7 @@ from rich.table import Table
 from harness.errors import StorageError
 from harness.results import plots
 from harness.results import view as sv
+from harness.study import ranking
 from harness.study import storage as st
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -108,12 +109,12 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
     return View(
         name=study.study_name,
         metric=sv.metric_name(study),
-        goal=st.goals(study)[0],
+        goal=ranking.goals(study)[0],
         n_trials=n_trials if isinstance(n_trials, int) else None,
         max_steps=budget.get("max_steps"),
         counts=sv.counts_by_state(study),
         running=running,
-        best=st.best_trial(study),  # multi-objective: the Pareto-optimal trial best on the first metric
+        best=ranking.best_trial(study),  # multi-objective: the Pareto-optimal trial best on the first metric
         mean_s=mean_s,
         eta_s=eta,
         recent=sorted(finished, key=lambda t: t.number)[-8:],
@@ -147,7 +148,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
     lines.append(f"  trials: {view.finished}{total} finished; " + (", ".join(parts) or "none yet"))
     if view.best is not None:
         lines.append(
-            f"  best: trial {view.best.number}  {view.metric} {st.primary_value(view.best):.6g}  "
+            f"  best: trial {view.best.number}  {view.metric} {ranking.primary_value(view.best):.6g}  "
             + params_text(view.best.params)
         )
     else:
@@ -219,13 +220,13 @@ def list_table(found: Iterable[tuple[str, list[optuna.Study] | StorageError]]) -
             continue
         for study in studies:
             counts = sv.counts_by_state(study)
-            best = st.best_trial(study)
+            best = ranking.best_trial(study)
             table.add_row(
                 study.study_name,
                 st.mask_url(url),
                 str(sum(counts.values())),
                 *(str(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")),
-                f"{sv.metric_name(study)} ({st.goals(study)[0]})",
-                f"{st.primary_value(best):.6g} (#{best.number})" if best else "-",
+                f"{sv.metric_name(study)} ({ranking.goals(study)[0]})",
+                f"{ranking.primary_value(best):.6g} (#{best.number})" if best else "-",
             )
     return table

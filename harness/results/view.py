@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
 from harness.core import trialdir
-from harness.study import noise
+from harness.study import noise, ranking
 from harness.study import storage as st
 
 STEP_COLUMNS = ("best_step", "steps_run", "pruned_at")
@@ -55,7 +55,7 @@ class StudyData:
 
     @property
     def goal(self) -> str:
-        return st.goals(self.study)[0]
+        return ranking.goals(self.study)[0]
 
     @property
     def task(self) -> str:
@@ -65,7 +65,7 @@ class StudyData:
         return self.study.get_trials(deepcopy=False, states=states)
 
     def best(self) -> FrozenTrial | None:
-        return st.best_trial(self.study)
+        return ranking.best_trial(self.study)
 
     def ranked(self) -> list[FrozenTrial]:
         return ranked_trials(self.study)
@@ -93,12 +93,12 @@ def metric_name(study: optuna.Study) -> str:
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Every trial, in rank_key order."""
-    return sorted(study.get_trials(deepcopy=False), key=st.rank_key(study))
+    return sorted(study.get_trials(deepcopy=False), key=ranking.rank_key(study))
 
 
 def state_rank(name: str) -> int:
     """rank_key's order for a state's name ("COMPLETE" -> 0): counts are listed in that order."""
-    return next((r for s, r in st.STATE_RANK.items() if s.name == name), st.LAST_RANK)
+    return next((r for s, r in ranking.STATE_RANK.items() if s.name == name), ranking.LAST_RANK)
 
 
 def trial_duration(t: FrozenTrial) -> float | None:
@@ -171,7 +171,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     for t in trials:
         attrs = t.user_attrs
         metrics = attrs.get("metrics") or {}
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": st.primary_value(t)}
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": ranking.primary_value(t)}
         stats = confirmed.get(t.number)
         row.update(stats.columns() if stats else dict.fromkeys(noise.COLUMNS))
         row[noise.REPEAT_OF] = noise.repeat_of(t)
@@ -185,8 +185,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["fail_reason"] = attrs.get("fail_reason") if t.state == TrialState.FAIL else None
         rows.append(row)
     frame = pd.DataFrame(rows, columns=columns)
-    if st.is_multi(study):  # which trials are on the Pareto front (no trial is "the" best)
-        pareto = st.pareto_numbers(study)
+    if ranking.is_multi(study):  # which trials are on the Pareto front (no trial is "the" best)
+        pareto = ranking.pareto_numbers(study)
         frame.insert(3, "pareto", [n in pareto for n in frame["number"]])
     return _typed(frame, [f"param_{p}" for p in params], list(metric_cols.values()), resources)
 
@@ -269,14 +269,14 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
     first (then by the primary metric); `metric`/`goal` then name the primary one."""
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({p for t in trials for p in t.params})
-    multi = st.is_multi(study)
-    names = st.metric_names(study) if multi else [metric]
-    goal = st.goals(study)[0] if multi else goal
-    pareto = st.pareto_numbers(study)
+    multi = ranking.is_multi(study)
+    names = ranking.metric_names(study) if multi else [metric]
+    goal = ranking.goals(study)[0] if multi else goal
+    pareto = ranking.pareto_numbers(study)
 
     title = f"{study.study_name}: trials by {metric} ({goal})"
     if multi:
-        objectives = ", ".join(f"{n} ({g})" for n, g in zip(names, st.goals(study), strict=True))
+        objectives = ", ".join(f"{n} ({g})" for n, g in zip(names, ranking.goals(study), strict=True))
         title = f"{study.study_name}: {objectives}; ★ = Pareto-optimal"
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
@@ -295,7 +295,7 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
     for p in param_names:
         table.add_column(SHORT.get(p, p), justify="right")
     any_repeat = any(noise.is_repeat(t) for t in trials)
-    for t in sorted(trials, key=st.rank_key(study))[:limit]:
+    for t in sorted(trials, key=ranking.rank_key(study))[:limit]:
         steps = t.user_attrs.get("steps_run")
         dur = trial_duration(t)
         values = t.values or []
@@ -316,8 +316,8 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
 def noise_lines(study: optuna.Study) -> list[str]:
     """What `sweep confirm`, `sweep report` and the end of a run say about seed noise: the verdict on best
     vs runner-up (harness.study.noise.verdict); nothing for a study without repeats."""
-    if st.is_multi(study):
+    if ranking.is_multi(study):
         return []
     stats = noise.config_stats(study.get_trials(deepcopy=False))
-    text = noise.verdict(stats, st.goals(study)[0] == "maximize", metric_name(study))
+    text = noise.verdict(stats, ranking.goals(study)[0] == "maximize", metric_name(study))
     return [text] if text else []

@@ -25,6 +25,7 @@ from rich.text import Text
 from harness.errors import HarnessError
 from harness.results.status import View, collect, fmt_duration
 from harness.results.view import fmt, trial_duration, worker_text
+from harness.study import ranking
 from harness.study import storage as st
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -88,7 +89,7 @@ def render(view: View, interval: float | None = None) -> RenderableType:
         lines.append(
             Text.assemble(
                 "best  ",
-                (f"{view.metric} {fmt(st.primary_value(b))}", "bold green"),
+                (f"{view.metric} {fmt(ranking.primary_value(b))}", "bold green"),
                 f"  trial {b.number}  {params}",
             )
         )
@@ -135,7 +136,7 @@ def render(view: View, interval: float | None = None) -> RenderableType:
             table.add_row(
                 str(t.number),
                 Text(t.state.name.lower(), style=style.get(t.state.name, "")),
-                fmt(st.primary_value(t)) if st.primary_value(t) is not None else "-",
+                fmt(ranking.primary_value(t)) if ranking.primary_value(t) is not None else "-",
                 str(a.get("steps_run", "-")),
                 fmt_duration(trial_duration(t)),
                 f"{a['peak_rss_mb']:.0f}" if isinstance(a.get("peak_rss_mb"), (int, float)) else "-",

@@ -30,7 +30,7 @@ from rich.console import Console
 
 from harness.core.spec import Recipe
 from harness.errors import ConfigError, HarnessError, TrialFailed
-from harness.study import failures, noise
+from harness.study import failures, noise, ranking, resume
 from harness.study import storage as st
 from harness.sweepfile.schema import SweepConfig
 
@@ -66,7 +66,7 @@ def targets(study: optuna.Study, top: int) -> list[FrozenTrial]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.values and not noise.is_repeat(t)
     ]
-    return sorted(complete, key=st.rank_key(study))[:top]
+    return sorted(complete, key=ranking.rank_key(study))[:top]
 
 
 def settled(t: FrozenTrial) -> bool:
@@ -136,7 +136,7 @@ def run_confirm(
     storage = st.open_storage(url)
     if cfg.name not in optuna.get_all_study_names(storage):
         raise ConfirmError(f"no study {cfg.name!r} in {st.mask_url(url)}: run `sweep run` first")
-    study = st.open_study(cfg, storage, url)
+    study = resume.open_study(cfg, storage, url)
     recovered = failures.recover_interrupted(study)
     if recovered:
         console.print(

@@ -24,6 +24,7 @@ from rich.table import Table
 from harness.core import trialdir
 from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import ConfigError, HarnessError
+from harness.study import ranking
 from harness.study import storage as st
 from harness.sweepfile.load import load_sweep
 from harness.sweepfile.schema import SweepConfig
@@ -37,7 +38,7 @@ Promoter = Callable[[TrialSpec, Path], TrialResult]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    best = st.best_trial(study)
+    best = ranking.best_trial(study)
     if best is None:
         raise HarnessError(
             f"study {study.study_name!r} has no complete trial yet: nothing to export or train"
@@ -100,9 +101,9 @@ def export_header(study: optuna.Study, best: FrozenTrial, metric: str) -> str:
 
 
 def _value_text(study: optuna.Study, best: FrozenTrial) -> str:
-    stats = st.confirmed(study, best)
+    stats = ranking.confirmed(study, best)
     if stats is None:
-        return f"{st.primary_value(best):.6g}"
+        return f"{ranking.primary_value(best):.6g}"
     return f"{stats.mean:.6g} ± {stats.ci95:.3g} (confirmed mean of {stats.n} seeds, 95% interval)"
 
 
@@ -112,16 +113,16 @@ def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path
     )
     table.add_column("key")
     table.add_column("value")
-    stats = st.confirmed(study, best)
+    stats = ranking.confirmed(study, best)
     if stats is not None:  # the winner was chosen by its mean over seeds (harness.study.confirm): say so
         table.title = (
             f"{study.study_name}: best config, trial {best.number} (confirmed mean over {stats.n} seeds)"
         )
         table.add_row(f"{metric} mean ± ci95", f"{stats.mean:.6g} ± {stats.ci95:.3g} (n={stats.n})")
         table.add_row(f"{metric} std", f"{stats.std:.3g}")
-        table.add_row(f"{metric} (trial {best.number}'s own run)", f"{st.primary_value(best):.6g}")
+        table.add_row(f"{metric} (trial {best.number}'s own run)", f"{ranking.primary_value(best):.6g}")
     else:
-        table.add_row(metric, f"{st.primary_value(best):.6g}")
+        table.add_row(metric, f"{ranking.primary_value(best):.6g}")
     for name, value in best.params.items():
         table.add_row(name, _fmt(value))
     for name, value in (best.user_attrs.get("metrics") or {}).items():

@@ -24,7 +24,7 @@ from harness.errors import HarnessError, TrialFailed
 from harness.results import comparison
 from harness.results.view import SHORT
 from harness.results.view import fmt as _fmt
-from harness.study import failures
+from harness.study import failures, ranking, resume
 from harness.study import storage as st
 from harness.study.objective import Objective, StopAfterFailures
 from harness.sweepfile.schema import SweepConfig
@@ -89,7 +89,7 @@ def run_sweep(
         )
         recipe = real_recipe(cfg)
     optuna_storage = st.open_storage(url)
-    study = st.open_study(cfg, optuna_storage, url)
+    study = resume.open_study(cfg, optuna_storage, url)
     report_lengths(study, recipe, console)
     record_provenance(cfg, study, recipe, console)
     recovered = failures.recover_interrupted(study)
@@ -117,9 +117,9 @@ def run_sweep(
         )
     stopper = StopAfterFailures(cfg.budget.max_failures)
     display = ProgressPrinter(cfg, console, first=done, total=cfg.budget.n_trials)
-    best = st.best_trial(study)
+    best = ranking.best_trial(study)
     if best is not None:
-        display.best = st.primary_value(best)
+        display.best = ranking.primary_value(best)
     measure_baseline(study, recipe, remaining, console, cfg.metric.name)
     measure_task_baselines(cfg, study, recipe, console)
     ran = 0
@@ -144,7 +144,7 @@ def run_sweep(
             f"{cfg.name}: {budget.over(study)} trial(s) over n_trials={cfg.budget.n_trials}: workers started "
             "them while the last ones were finishing (at most workers - 1)"
         )
-    for line in comparison.summary_lines(cfg, study, st.best_trial(study)):
+    for line in comparison.summary_lines(cfg, study, ranking.best_trial(study)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return RunOutcome(study, ran, stopper.tripped, time.perf_counter() - start)
 

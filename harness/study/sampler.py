@@ -90,3 +90,21 @@ def keep_caches(old: optuna.samplers.BaseSampler, new: optuna.samplers.BaseSampl
     for name in _CACHES:
         if getattr(old, name, None) is not None and hasattr(new, name):
             setattr(new, name, getattr(old, name))
+
+
+def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
+    """Intermediate values are reported at the training step, so resources are counted in steps."""
+    p, b = cfg.early_terminate, cfg.budget
+    if p.type == "none" or cfg.multi_objective:  # Optuna cannot prune multi-objective trials
+        return optuna.pruners.NopPruner()
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps * b.eval_steps
+        )
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_iter * b.eval_steps, max_resource=b.max_steps, reduction_factor=p.eta
+        )
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=p.min_iter * b.eval_steps, reduction_factor=p.eta
+    )

@@ -1,5 +1,5 @@
-"""Storage URL -> Optuna storage, sampler, pruner, and create-or-resume of the study; and the read-only
-opening the reporting verbs use (open_existing, load, discover), which creates nothing.
+"""Storage URL -> Optuna storage, and the read-only opening the reporting verbs use (open_existing,
+load, locate, discover), which creates nothing.
 
 Default storage: sqlite:///results/<name>/study.db. Other Optuna storages by URL (postgresql://, mysql://),
 and `journal:PATH` (or a path ending in .log / .journal) for Optuna's file journal, which suits NFS.
@@ -8,23 +8,14 @@ and `journal:PATH` (or a path ending in .log / .journal) for Optuna's file journ
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
 import os
 import re
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import StorageError
-from harness.study import noise
-from harness.study.sampler import make_sampler
-from harness.sweepfile import space as search_space
 from harness.sweepfile.schema import SweepConfig
 
 
@@ -116,181 +107,6 @@ def _journal_path(url: str) -> Path | None:
     if "://" not in url and url.endswith((".log", ".journal")):
         return Path(url)
     return None
-
-
-def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
-    """Intermediate values are reported at the training step, so resources are counted in steps."""
-    p, b = cfg.early_terminate, cfg.budget
-    if p.type == "none" or cfg.multi_objective:  # Optuna cannot prune multi-objective trials
-        return optuna.pruners.NopPruner()
-    if p.type == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps * b.eval_steps
-        )
-    if p.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=p.min_iter * b.eval_steps, max_resource=b.max_steps, reduction_factor=p.eta
-        )
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=p.min_iter * b.eval_steps, reduction_factor=p.eta
-    )
-
-
-def fingerprint(cfg: SweepConfig) -> str:
-    """What a study must keep to be resumed meaningfully: its search space and objective."""
-    space = {k: repr(v) for k, v in sorted(search_space.distributions(cfg.parameters).items())}
-    what: dict[str, Any] = {"space": space, "metric": cfg.metric.model_dump()}
-    if cfg.multi_objective:  # single-objective fingerprints stay as they were (existing studies resume)
-        what["objectives"] = [m.model_dump() for m in cfg.objectives]
-    body = json.dumps(what, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-def open_study(cfg: SweepConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
-    """Create the study, or resume it if the storage has one of this name with the same space and goal.
-    Workers started together race to create it: the losers load the winner's."""
-    try:
-        existing = optuna.load_study(study_name=cfg.name, storage=storage)
-    except KeyError:
-        existing = None
-    if existing is None:
-        try:
-            return _create(cfg, storage)
-        except optuna.exceptions.DuplicatedStudyError:
-            existing = optuna.load_study(study_name=cfg.name, storage=storage)
-    check_resumable(cfg, existing, url)
-    return optuna.load_study(
-        study_name=cfg.name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg)
-    )
-
-
-def _create(cfg: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    study = optuna.create_study(
-        study_name=cfg.name,
-        storage=storage,
-        sampler=make_sampler(cfg),
-        pruner=make_pruner(cfg),
-        directions=[m.goal for m in cfg.objectives],
-    )
-    study.set_user_attr("fingerprint", fingerprint(cfg))
-    study.set_user_attr("metric", cfg.metric.name)
-    if cfg.multi_objective:
-        study.set_user_attr("metrics", [m.name for m in cfg.objectives])
-    study.set_user_attr("task", cfg.task)
-    config = cfg.model_dump(mode="json", exclude={"parameters"})
-    if config.get("storage"):  # stored, exported and shown by reports: never with a password
-        config["storage"] = mask_url(config["storage"])
-    study.set_user_attr("config", config)
-    return study
-
-
-def check_resumable(cfg: SweepConfig, study: optuna.Study, url: str) -> None:
-    attrs = study.user_attrs
-    new_name = f"{cfg.name}-v2"
-    how = f"start a new study with `name={new_name}` (or a new name: in the sweep file), or delete the study"
-    have = list(zip(metric_names(study), goals(study), strict=True))
-    want = [(m.name, m.goal) for m in cfg.objectives]
-    # A study not created by harness has no metric names: its directions must still match.
-    same_names = attrs.get("metric") is None or [n for n, _ in have] == [n for n, _ in want]
-    if not same_names or [g for _, g in have] != [g for _, g in want]:
-        shown = ", ".join(f"{n} ({g})" for n, g in have)
-        asked = ", ".join(f"{n} ({g})" for n, g in want)
-        raise StorageError(
-            f"study {cfg.name!r} in {mask_url(url)} optimises {shown}, "
-            f"but the sweep file asks for {asked}; {how}"
-        )
-    if attrs.get("fingerprint") not in (None, fingerprint(cfg)):
-        raise StorageError(
-            f"study {cfg.name!r} in {mask_url(url)} was created with a different search space; "
-            f"resuming would mix incomparable trials. {how}"
-        )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Single- and multi-objective studies read the same way. A multi-objective study has no study.direction,
-# trial.value or study.best_trial (Optuna raises); these helpers give the primary (first) objective's view.
-
-
-def is_multi(study: optuna.Study) -> bool:
-    return len(study.directions) > 1
-
-
-def goals(study: optuna.Study) -> list[str]:
-    return [d.name.lower() for d in study.directions]
-
-
-def metric_names(study: optuna.Study) -> list[str]:
-    """The objectives' metric names, in order (user attrs written by open_study)."""
-    attrs = study.user_attrs
-    names = attrs.get("metrics") or [attrs.get("metric") or "value"]
-    if len(names) != len(study.directions):
-        names = [f"value_{i}" for i in range(len(study.directions))]
-    return list(names)
-
-
-def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
-    """trial.value for one objective; the first objective's value for several."""
-    values = trial.values
-    return float(values[0]) if values else None
-
-
-def pareto_numbers(study: optuna.Study) -> set[int]:
-    """Trial numbers on the Pareto front (empty for a single-objective study)."""
-    if not is_multi(study):
-        return set()
-    return {t.number for t in study.best_trials}
-
-
-STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
-LAST_RANK = 4  # failed and anything else
-
-
-def rank_key(study: optuna.Study) -> Callable[[FrozenTrial], tuple[bool, int, bool, float, int]]:
-    """The one ranking rule: complete trials best first (multi-objective: Pareto-optimal ones first, then
-    by the primary metric), then pruned, running, waiting, failed; ties by trial number. Repeats of a
-    config (`sweep confirm`, harness.study.noise) come after every config the sampler chose: they are runs of
-    a config already ranked, not competitors."""
-    sign = -1.0 if goals(study)[0] == "maximize" else 1.0
-    pareto = pareto_numbers(study)
-
-    def key(t: FrozenTrial) -> tuple[bool, int, bool, float, int]:
-        v = primary_value(t)
-        value = sign * v if v is not None else math.inf
-        return (
-            noise.is_repeat(t),
-            STATE_RANK.get(t.state, LAST_RANK),
-            t.number not in pareto,
-            value,
-            t.number,
-        )
-
-    return key
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The winning config's original trial, or None (no exception, unlike optuna's study.best_trial).
-
-    The best complete original by rank_key; when that config was confirmed (`sweep confirm`), the
-    confirmed config with the best mean over its seeds instead (a lucky single run does not win by luck
-    alone). Multi-objective: the Pareto-optimal trial best on the first (primary) metric."""
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values and not noise.is_repeat(t)]
-    best = min(complete, key=rank_key(study), default=None)
-    if best is None or is_multi(study):
-        return best
-    confirmed = noise.config_stats(trials)
-    if best.number not in confirmed:
-        return best
-    maximize = goals(study)[0] == "maximize"
-    top = min(confirmed.values(), key=lambda s: (-s.mean if maximize else s.mean, s.number))
-    return next(t for t in complete if t.number == top.number)
-
-
-def confirmed(study: optuna.Study, trial: FrozenTrial | None) -> noise.ConfigStats | None:
-    """The seed statistics of `trial`'s config, when it was confirmed."""
-    if trial is None:
-        return None
-    return noise.config_stats(study.get_trials(deepcopy=False)).get(trial.number)
 
 
 def locate(target: str, results_dir: str = "results", storage: str | None = None) -> tuple[str, str]:

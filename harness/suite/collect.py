@@ -231,14 +231,14 @@ def judge(
         f"{outcome.ran} trial(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
     )
     report = SweepReport(path, "passed", cfg.name, trials_run=outcome.ran)
-    from harness.study import storage as st
+    from harness.study import ranking
 
     complete = outcome.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
-        best = st.best_trial(outcome.study)
-        report.best_value = st.primary_value(best) if best is not None else None
+        best = ranking.best_trial(outcome.study)
+        report.best_value = ranking.primary_value(best) if best is not None else None
     report.outcomes = check_study(cfg.expectations, outcome.study, cfg.metric.name, smoke=smoke)
-    stats = st.confirmed(outcome.study, st.best_trial(outcome.study)) if complete else None
+    stats = ranking.confirmed(outcome.study, ranking.best_trial(outcome.study)) if complete else None
     if stats is not None and report.outcomes:
         console.print(
             f"expectations use trial {stats.number}'s confirmed mean over {stats.n} seeds (sweep confirm)",
@@ -281,7 +281,7 @@ def check_study(
     from optuna.trial import TrialState
 
     from harness.study import noise
-    from harness.study.storage import best_trial, confirmed
+    from harness.study.ranking import best_trial, confirmed
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best_t = best_trial(study)

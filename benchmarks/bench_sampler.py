@@ -39,9 +39,9 @@ def run(storage: str | None, tmp: str, n_trials: int = N_TRIALS) -> tuple[float,
 
     from harness.core.spec import TrialResult
     from harness.study import resume
+    from harness.study import space as search_space
     from harness.study import storage as st
     from harness.study.objective import record
-    from harness.sweepfile import space as search_space
 
     cfg = sweep_config(tmp, "name=p7-sampler", f"budget.n_trials={n_trials}")
     url = st.storage_url(cfg, storage)

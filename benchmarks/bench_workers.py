@@ -48,7 +48,7 @@ def drawn_params(n: int) -> list[dict[str, Any]]:
     """n configs from the sweep's search space, drawn once with a fixed seed."""
     import optuna
 
-    from harness.sweepfile import space as search_space
+    from harness.study import space as search_space
 
     cfg = sweep_config(tempfile.gettempdir(), "name=p6-draw")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -224,7 +224,7 @@ def run_hf(seed: int, s: Settings, results: str) -> dict[str, Any]:
 
     from harness.builtin.tiny_model import ensure_tiny_model
     from harness.core.spec import TrialSpec
-    from harness.sweepfile import space as search_space
+    from harness.study import space as search_space
     from harness.trial.datasets import load_splits
     from harness.trial.fixtures import _subset, keep_4bit_layout_trainable, tokenize_rows
 

@@ -143,7 +143,7 @@ def test_single_objective_fingerprint_is_unchanged(tmp_path):
     """Studies created before `metrics:` existed must still resume."""
     import hashlib
 
-    from harness.sweepfile import space as search_space
+    from harness.study import space as search_space
 
     cfg = sweep(tmp_path)
     space = {k: repr(v) for k, v in sorted(search_space.distributions(cfg.parameters).items())}

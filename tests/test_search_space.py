@@ -7,7 +7,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from harness.errors import ConfigError
-from harness.sweepfile.space import grid, parse_parameters, suggest, to_distribution
+from harness.study.space import grid, suggest, to_distribution
+from harness.sweepfile.space import parse_parameters
 
 
 @pytest.mark.parametrize(

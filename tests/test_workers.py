@@ -224,7 +224,7 @@ def test_per_trial_seeds_keep_workers_apart_and_one_worker_reproducible(tmp_path
     a = resume.open_study(cfg, storage, "memory")
     b = resume.open_study(cfg, storage, "memory")  # a second worker, same seed, same moment
     ta, tb = a.ask(), b.ask()
-    from harness.sweepfile import space as search_space
+    from harness.study import space as search_space
 
     pa, pb = search_space.suggest(ta, cfg.parameters), search_space.suggest(tb, cfg.parameters)
     assert pa != pb

@@ -18,8 +18,7 @@ from optuna.trial import TrialState
 from harness.core import trialdir
 from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.errors import TrialFailed
-from harness.study import failures, rdb
-from harness.sweepfile import space as search_space
+from harness.study import failures, rdb, space
 from harness.sweepfile.schema import SweepConfig
 from harness.trial import monitor, tracking
 
@@ -40,7 +39,7 @@ class Objective:
         self.started += 1
         folder = trialdir.trial_dir(self.study_dir, trial.number)
         failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
-        params = search_space.suggest(trial, cfg.parameters)
+        params = space.suggest(trial, cfg.parameters)
         spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
         trialdir.write_params(spec)
         self.progress("trial_start", {"trial": trial.number, "params": params})

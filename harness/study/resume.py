@@ -9,17 +9,16 @@ from typing import Any
 import optuna
 
 from harness.errors import StorageError
-from harness.study import ranking
+from harness.study import ranking, space
 from harness.study.sampler import make_pruner, make_sampler
 from harness.study.storage import mask_url
-from harness.sweepfile import space as search_space
 from harness.sweepfile.schema import SweepConfig
 
 
 def fingerprint(cfg: SweepConfig) -> str:
     """What a study must keep to be resumed meaningfully: its search space and objective."""
-    space = {k: repr(v) for k, v in sorted(search_space.distributions(cfg.parameters).items())}
-    what: dict[str, Any] = {"space": space, "metric": cfg.metric.model_dump()}
+    dists = {k: repr(v) for k, v in sorted(space.distributions(cfg.parameters).items())}
+    what: dict[str, Any] = {"space": dists, "metric": cfg.metric.model_dump()}
     if cfg.multi_objective:  # single-objective fingerprints stay as they were (existing studies resume)
         what["objectives"] = [m.model_dump() for m in cfg.objectives]
     body = json.dumps(what, sort_keys=True)

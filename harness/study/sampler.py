@@ -8,7 +8,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.sweepfile import space as search_space
+from harness import compat
+from harness.study import space
 from harness.sweepfile.schema import SweepConfig
 
 
@@ -27,7 +28,7 @@ def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
     if cfg.method == "random":
         return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.RandomSampler(seed=s))
     if cfg.method == "grid":
-        grid = search_space.grid(cfg.parameters)
+        grid = space.grid(cfg.parameters)
         return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.GridSampler(grid, seed=s))
     if cfg.method == "cmaes":
         return PerTrialSeed(
@@ -81,7 +82,7 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
 # finished since its last call. They hold no randomness, so handing them to the next trial's sampler keeps
 # every trial's params exactly as before; without them TPE rescanned the whole study on every trial, ~3x
 # the sampler's time per trial at 500 trials (P7).
-_CACHES = ("_search_space", "_group_decomposed_search_space")
+_CACHES = compat.SAMPLER_CACHES  # private sampler attributes: harness.compat owns their names
 
 
 def keep_caches(old: optuna.samplers.BaseSampler, new: optuna.samplers.BaseSampler) -> None:

@@ -44,6 +44,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from harness import compat
 from harness.core import trialdir
 from harness.errors import TrialFailed
 
@@ -206,14 +207,17 @@ def requeue(study: optuna.Study, number: int, params: dict[str, Any], attrs: dic
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
     """At `sweep run` start: RUNNING trials whose process died become FAIL 'interrupted' and are re-queued."""
-    storage = study._storage
+    storage = compat.study_storage(study)
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not is_stale(t):
             continue
+        # Outside the try: an Optuna that moved the trial id (compat.PrivateAPIMoved) must stop the run,
+        # not pass for "another worker got there first" and silently never recover a trial again.
+        trial_id = compat.trial_id(t)
         try:
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
-            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            storage.set_trial_user_attr(trial_id, "fail_reason", INTERRUPTED)
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except Exception:  # noqa: BLE001 - another worker finished or recovered it first
             continue
@@ -231,12 +235,13 @@ def heartbeat(trial: optuna.Trial, interval: float = HEARTBEAT_S) -> Iterator[No
     storages have Optuna's own heartbeat (rdb.py), so nothing is written there."""
     from optuna.storages import JournalStorage
 
-    if not isinstance(trial.study._storage, JournalStorage):
+    storage = compat.study_storage(trial.study)
+    if not isinstance(storage, JournalStorage):
         yield
         return
     stop = threading.Event()
 
-    storage, trial_id = trial.study._storage, trial._trial_id
+    trial_id = compat.trial_id(trial)  # here, not in the thread: a moved name raises to the trial
 
     def beat() -> None:
         while True:

@@ -19,6 +19,8 @@ from typing import Any
 
 import optuna
 
+from harness import compat
+
 BUSY_TIMEOUT_S = 120.0
 """How long a SQLite writer waits for the lock: far longer than any commit here takes, even with many
 workers; a wait that long means a stuck process, and the error then names the database."""
@@ -85,7 +87,7 @@ def immediate_transactions(engine: Any) -> None:
 
 def sqlite_busy_timeout(storage: Any) -> float | None:
     """The busy timeout a storage's SQLite connections use (None if not SQLite): for the tests and docs."""
-    engine = getattr(storage, "engine", None) or getattr(getattr(storage, "_backend", None), "engine", None)
+    engine = compat.rdb_engine(storage)
     if engine is None or engine.dialect.name != "sqlite":
         return None
     with engine.connect() as conn:
@@ -99,51 +101,31 @@ def set_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
     a trial ends with a dozen of them (objective.record). Here: RDB storages get one transaction (Optuna's
     own per-attr upsert, committed once); the journal gets one append of all the entries (its log format
     holds one attr per entry, so they are appended together). Any other storage, or an Optuna whose
-    internals moved, falls back to one public call per attr."""
+    batched-write internals moved (harness.compat; tests/test_compat.py fails first), falls back to one
+    public call per attr. The trial's id and its cached view are needed either way: those raise."""
     if not attrs:
         return
     storage: Any = getattr(trial, "storage", None)
-    trial_id = getattr(trial, "_trial_id", None)
-    backend = storage
-    if type(storage).__name__ == "_CachedStorage":  # forwards attr writes to the RDBStorage it wraps
-        backend = getattr(storage, "_backend", storage)
     written = False
-    if storage is not None and trial_id is not None:
+    if storage is not None:
+        trial_id = compat.trial_id(trial)  # outside the try: a moved id is an error, not a fallback
+        backend = compat.unwrap_cached_storage(storage)  # the RDBStorage an RDB study wraps
         try:
             written = _batched(backend, trial_id, attrs)
-        except (AttributeError, ImportError, TypeError):
-            written = False  # internals changed: the public path below still works
+        except (compat.PrivateAPIMoved, AttributeError, ImportError, TypeError):
+            written = False  # batched-write internals changed: the public path below still works
     if not written:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    cached = getattr(trial, "_cached_frozen_trial", None)
-    if cached is not None:  # what trial.user_attrs reads later in this trial
-        cached.user_attrs.update(attrs)
+    compat.cached_frozen_trial(trial).user_attrs.update(attrs)  # what trial.user_attrs reads later
 
 
 def _batched(backend: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
     if isinstance(backend, optuna.storages.RDBStorage):
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            for key, value in attrs.items():
-                backend._set_trial_attr_without_commit(
-                    session, models.TrialUserAttributeModel, trial_id, key, value
-                )
+        compat.rdb_set_user_attrs(backend, trial_id, attrs)
         return True
     if isinstance(backend, optuna.storages.JournalStorage):
-        from optuna.storages.journal._storage import JournalOperation
-
-        with backend._thread_lock:
-            worker = backend._replay_result.worker_id
-            op = JournalOperation.SET_TRIAL_USER_ATTR
-            logs = [
-                {"op_code": op, "worker_id": worker, "trial_id": trial_id, "user_attr": {key: value}}
-                for key, value in attrs.items()
-            ]
-            backend._backend.append_logs(logs)
-            backend._sync_with_backend()
+        compat.journal_set_user_attrs(backend, trial_id, attrs)
         return True
     return False

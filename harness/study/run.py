@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from rich.console import Console
 
+from harness import compat
 from harness.core import trialdir
 from harness.core.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData, ReportsProvenance
 from harness.errors import HarnessError, TrialFailed
@@ -53,7 +54,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # An interrupted trial is not a failure to explain: no traceback for Ctrl-C / SIGTERM.
-    logging.getLogger("optuna.study._optimize").addFilter(_not_an_interrupt)
+    logging.getLogger(compat.OPTIMIZE_LOGGER).addFilter(_not_an_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import PrinterCallback, set_seed
 
+from harness import compat
 from harness.core import trialdir
 from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.sweepfile.schema import SweepConfig
@@ -73,7 +74,7 @@ def finetune(
             # step from the checkpoint, and skips the batches already trained on.
             restore_adapter(model, load_tensors(resume, trialdir.ADAPTER_FILE) or {})
             loop.load_state(trialdir.read_loop(resume), load_tensors(resume, trialdir.BEST_FILE))
-            trainer._load_from_checkpoint = lambda *a, **k: None
+            compat.skip_checkpoint_model_load(trainer)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
         if loop.best_state is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from harness import compat
 from harness.core import trialdir
 from harness.core.spec import OnEval, TrialSpec
 from harness.errors import NonFiniteLoss
@@ -135,8 +136,8 @@ def save_checkpoint(folder: Path, trainer: Any, adapter: dict[str, torch.Tensor]
         to_file(loop.best_state, trialdir.BEST_FILE)
     # Private Trainer calls: the Trainer has no public "save resumable state" without saving the model,
     # and saving the model would go through state_dict() on the shared 4-bit base (see adapter_state).
-    trainer._save_optimizer_and_scheduler(str(tmp))
-    trainer._save_rng_state(str(tmp))
+    compat.save_optimizer_and_scheduler(trainer, tmp)
+    compat.save_rng_state(trainer, tmp)
     trainer.state.save_to_json(str(tmp / trialdir.STATE_FILE))
     trialdir.write_loop(tmp, loop.state())
     trialdir.swap_in(tmp, folder)

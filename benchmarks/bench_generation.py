@@ -70,15 +70,9 @@ def random_llama() -> tuple[Any, Any]:
 
 def pricer_prompts(n: int) -> list[str]:
     from harness.builtin.pricer_data import pricer_splits
+    from harness.tasks.pricer import format_prompt
 
-    try:
-        from harness.trial.datasets import format_pricer_prompt
-    except ImportError:  # data.py being rewritten: the description alone is still a realistic prompt
-
-        def format_pricer_prompt(description: str) -> str:
-            return f"How much does this cost?\n{description}\nPrice is $"
-
-    return [format_pricer_prompt(r["text"]) for r in pricer_splits()["validation"][:n]]
+    return [format_prompt(r["text"]) for r in pricer_splits()["validation"][:n]]
 
 
 def best_of(repeats: int, fn: Callable[[], list[str]]) -> tuple[float, list[str]]:

@@ -18,8 +18,8 @@ import torch
 from harness.builtin import BUILTIN_DATASET, BUILTIN_MODEL, corpus, pricer_data
 from harness.builtin import tiny_model as tm
 from harness.sweepfile.schema import SweepConfig
-from harness.tasks.pricer import parse_price, price_metrics
-from harness.trial.datasets import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
+from harness.tasks.pricer import QUESTION, RESPONSE, format_prompt, parse_price, price_metrics
+from harness.trial.datasets import load_splits
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_corpus_never_shows_a_pricer_item_or_the_task_format(documents: list[str
     planted = sorted(items)[7]
     assert _occurrences(items, [*documents[:50], f"Listed at $12. {planted}"]) == [planted]
 
-    question, response = PRICER_QUESTION.lower(), PRICER_RESPONSE.lower().rstrip("$").strip()
+    question, response = QUESTION.lower(), RESPONSE.lower().rstrip("$").strip()
     assert not [d for d in documents if question in d.lower() or response in d.lower()]
     assert not [d for d in documents if "$" in d]  # so "Price is $84.00" is a format to learn, not a cue
 
@@ -192,8 +192,6 @@ def test_build_replaces_the_folder_atomically_and_pretrains(tmp_path: Path):
         tm.heldout_loss(model, tok, heldout)
         < tm.heldout_loss(LlamaForCausalLM(model.config), tok, heldout) - 1
     )
-    enc = tok([format_pricer_prompt(text)], return_tensors="pt")
+    enc = tok([format_prompt(text)], return_tensors="pt")
     generated = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert generated.shape[1] > enc["input_ids"].shape[1] and format_pricer_prompt(text).endswith(
-        PRICER_RESPONSE
-    )
+    assert generated.shape[1] > enc["input_ids"].shape[1] and format_prompt(text).endswith(RESPONSE)

@@ -16,7 +16,8 @@ from datasets import Dataset, DatasetDict
 from harness.builtin import BUILTIN_DATASET, generate_products, pricer_splits
 from harness.errors import DataError
 from harness.sweepfile.schema import SweepConfig
-from harness.trial.datasets import PRICER_QUESTION, PRICER_RESPONSE, format_pricer_prompt, load_splits
+from harness.tasks.pricer import QUESTION, RESPONSE, format_prompt
+from harness.trial.datasets import load_splits
 
 
 def make_cfg(source: str | Path, task: str = "text", source_path: Path | None = None, **sections: Any):
@@ -116,12 +117,12 @@ def test_builtin_pricer_rows_have_the_course_format():
     assert splits.train.column_names == ["prompt", "completion", "price"]
     assert splits.train.features["price"].dtype == "float64"
     for row in splits.test.select(range(50)):
-        assert row["prompt"].startswith(PRICER_QUESTION + "\n\n")
+        assert row["prompt"].startswith(QUESTION + "\n\n")
         assert row["prompt"].endswith("\n\nPrice is $")
         dollars, cents = row["completion"].split(".")
         assert cents == "00" and float(dollars) == row["price"]
     description = pricer_splits()["train"][0]["text"]
-    assert splits.train[0]["prompt"] == format_pricer_prompt(description)
+    assert splits.train[0]["prompt"] == format_prompt(description)
 
 
 def test_builtin_for_text_task_has_no_price_and_max_train_rows_is_a_stable_subset():
@@ -230,16 +231,14 @@ def test_pricer_from_csv_with_text_and_price_columns(tmp_path: Path):
     splits = load_splits(cfg)
     by_prompt = {r["prompt"]: r for ds in splits.as_dict().values() for r in ds}
     assert len(by_prompt) == 119
-    row = by_prompt[format_pricer_prompt("A desk lamp, model 5.")]
+    row = by_prompt[format_prompt("A desk lamp, model 5.")]
     assert row["price"] == pytest.approx(15500.4)
     assert row["completion"] == "15500.00"
-    assert row["prompt"].endswith(PRICER_RESPONSE)
+    assert row["prompt"].endswith(RESPONSE)
 
 
 def test_pricer_prompt_completion_file_without_price_column_parses_the_completion(tmp_path: Path):
-    rows = [
-        {"prompt": f"{format_pricer_prompt(f'Thing {i}')}", "completion": f"{i + 5}.00"} for i in range(80)
-    ]
+    rows = [{"prompt": f"{format_prompt(f'Thing {i}')}", "completion": f"{i + 5}.00"} for i in range(80)]
     splits = load_splits(make_cfg(write(tmp_path / "p.jsonl", rows), task="pricer"))
     for r in splits.train:
         assert r["price"] == float(r["completion"])

@@ -218,11 +218,11 @@ def test_builtin_pairs_reject_a_price_outside_the_green_and_orange_bands(tmp_pat
 
 
 def test_price_accuracy_grades_by_band_and_number_format_by_shape():
-    got = rewards.price_accuracy([""] * 5, ["100.00", "125", "170", "900", "no idea"], price=[100.0] * 5)
+    got = prices.price_accuracy([""] * 5, ["100.00", "125", "170", "900", "no idea"], price=[100.0] * 5)
     assert got == [1.0, 1.0, 0.5, 0.1, 0.0]  # green, green (< $40), orange, red, unparseable
     assert rewards.number_format([""] * 3, ["129.00", "129.00 dollars", "about 129"]) == [1.0, 0.5, 0.0]
     chat = [[{"role": "assistant", "content": "100"}]]
-    assert rewards.price_accuracy([""], chat, price=[100.0]) == [1.0]
+    assert prices.price_accuracy([""], chat, price=[100.0]) == [1.0]
 
 
 def test_checked_reward_functions_name_themselves_when_they_break():

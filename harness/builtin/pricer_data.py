@@ -19,6 +19,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# The exercise's question and answer start, around every description (harness.tasks.pricer builds the
+# prompt from them). Defined here, below the tasks, because the builtin tokenizer is trained on them.
+QUESTION = "How much does this cost to the nearest dollar?"
+RESPONSE = "Price is $"
+
 # The catalog reads best as a table, so the formatter leaves it alone.
 # fmt: off
 # Brand tiers multiply the price; a premium brand is ~3x a budget brand for the same product.

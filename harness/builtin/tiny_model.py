@@ -34,8 +34,8 @@ from harness.errors import HarnessError
 VERSION = "tiny-llama-v2"
 SHIPPED = Path(__file__).resolve().parent / VERSION
 META_FILE = "harness_meta.json"
-# The shipped bytes, as harness.trial.provenance hashes them (and records in every study): a rebuild must update
-# these, so "the same base" means the same bytes on every machine (tests/test_provenance.py).
+# The shipped bytes, as harness.trial.provenance hashes them (and records in every study): a rebuild must
+# update these, so "the same base" means the same bytes on every machine (tests/test_provenance.py).
 WEIGHTS_SHA256 = "4f3639ac885b221389e61d51988ae7b0814b783211b896bc4c0b201be5157a75"
 TOKENIZER_SHA256 = "8a99aa679acf10703802d6ae350130c5db7810e531bd5747544646910ea91cb8"
 PRETRAIN_SEED = corpus.SEED
@@ -150,7 +150,7 @@ def train_tokenizer(texts: list[str]) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from harness.trial.datasets import PRICER_QUESTION, PRICER_RESPONSE
+    from harness.builtin.pricer_data import QUESTION, RESPONSE
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -164,7 +164,7 @@ def train_tokenizer(texts: list[str]) -> Any:
         show_progress=False,
     )
     # The fixed prompt words are in the tokenizer's corpus (not the model's), so prompts stay short.
-    tok.train_from_iterator([*texts, *[f"{PRICER_QUESTION}\n\n{PRICER_RESPONSE}"] * 50], trainer)
+    tok.train_from_iterator([*texts, *[f"{QUESTION}\n\n{RESPONSE}"] * 50], trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
     )

@@ -6,14 +6,14 @@ Two records, both cheap next to training:
 - per trial (recipe.compare_with_base, `evaluation.compare_base`): `prediction_before` next to
   `prediction` in generations.jsonl and the base's corpus scores in metrics.json `before_metrics`.
 At the end of `sweep run`, the best trial's rows are copied to results/<study>/before_after.jsonl and
-`summary_lines` prints what changed, then sets the best trial beside the task baselines (harness.tasks.baselines:
-constant answers, a bag-of-words model, the untrained base) and warns when it does not beat the simplest.
+`summary_lines` prints what changed, then sets the best trial beside the task baselines
+(harness.tasks.baselines: constant answers, a bag-of-words model, the untrained base) and warns when it
+does not beat the simplest. Which metrics are shown is the task's (harness.tasks: headline, table).
 `baselines_frame` is the same comparison as a table (report.md/html, `sweep compare`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +22,22 @@ import pandas as pd
 
 from harness.core import trialdir
 from harness.sweepfile.schema import LOSS_METRICS, SweepConfig
-from harness.tasks import baselines
+from harness.tasks import baselines, get
 from harness.tasks.baselines import finite
 
-# The numbers a user of each task looks at first.
-HEADLINE = {"pricer": ("mae", "r2", "hit_rate"), "text": ("rougeL", "exact_match")}
 ROW_FIELDS = ("prompt", "reference", "prediction_before", "prediction")
-# Columns of the baselines table, after the objective when it is a generation metric.
-TABLE = {"pricer": ("mae", "rmsle", "hit_rate", "r2"), "text": ("rougeL", "bleu", "exact_match")}
 
 
 def headline(cfg: SweepConfig) -> list[str]:
     """Generation metrics to compare: the objectives' own, then the task's headline ones (at most 3)."""
-    return metric_names(cfg.task, [m.name for m in cfg.objectives], HEADLINE)[:3]
+    return metric_names([m.name for m in cfg.objectives], get(cfg.task).headline)[:3]
 
 
-def metric_names(task: str, objectives: list[str], columns: Mapping[str, tuple[str, ...]]) -> list[str]:
-    """The objectives that are generation metrics, then the task's `columns` not already named."""
+def metric_names(objectives: list[str], columns: tuple[str, ...]) -> list[str]:
+    """The objectives that are generation metrics, then the task's `columns` (Task.headline, Task.table)
+    not already named."""
     names = [n for n in objectives if n not in LOSS_METRICS]
-    return names + [n for n in columns.get(task, ()) if n not in names]
+    return names + [n for n in columns if n not in names]
 
 
 def write_before_after(cfg: SweepConfig, trial: optuna.trial.FrozenTrial) -> tuple[Path, int] | None:
@@ -117,7 +114,9 @@ def baselines_frame(
         return pd.DataFrame()
     tuned = finite(best.user_attrs.get("metrics")) if best is not None else {}
     metrics = [
-        m for m in metric_names(task, [objective], TABLE) if m in tuned or any(m in r for r in rungs.values())
+        m
+        for m in metric_names([objective], get(task).table)
+        if m in tuned or any(m in r for r in rungs.values())
     ]
     rows: list[dict[str, Any]] = [
         {"model": name, "what": baselines.about(task, name), **{m: r.get(m) for m in metrics}}
@@ -150,17 +149,17 @@ def metric_references(metric: str, user_attrs: dict[str, Any]) -> dict[str, floa
     return {name: m[metric] for name, m in baselines.ladder(user_attrs).items() if metric in m}
 
 
-def price_references(study_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """Each baseline's (true, predicted) prices, from baselines.jsonl: the predicted-vs-true scatter."""
-    from harness.tasks.pricer import parse_price
-
+def price_references(study_dir: Path, task: str) -> dict[str, list[tuple[float, float]]]:
+    """Each baseline's (true, predicted) prices, from baselines.jsonl: the predicted-vs-true scatter of a
+    task with a label (the price its answers state: Task.answer_value)."""
+    answer_value = get(task).answer_value
     out: dict[str, list[tuple[float, float]]] = {}
     for row in baselines.read_rows(study_dir):
         true = row.get("price_true")
         if not isinstance(true, (int, float)):
             continue
         for name, answer in row.items():
-            pred = parse_price(str(answer)) if name not in baselines.ROW_FIELDS else None
+            pred = answer_value(str(answer)) if name not in baselines.ROW_FIELDS else None
             if pred is not None:
                 out.setdefault(name, []).append((float(true), pred))
     return out

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
+from harness import tasks
 from harness.core import trialdir
 from harness.errors import HarnessError
 from harness.results import comparison, plots
@@ -251,11 +252,12 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
             ),
         ),
     ]
-    if data.task == "pricer":
+    label = tasks.get(data.task).label
+    if label is not None:  # its answers state a number (pricer: a price): predicted against true
         sections.append(
             plots.plot_section(
-                "price-scatter",
-                "Predicted vs true price (best trial)",
+                f"{label}-scatter",
+                f"Predicted vs true {label} (best trial)",
                 lambda: _best_price_scatter(data, best),
             )
         )
@@ -308,7 +310,8 @@ def _best_price_scatter(data: StudyData, best: FrozenTrial | None) -> Any:
     if best is None:
         return plots.note("no complete trial yet")
     rows = trialdir.read_generations(data.trial_folder(best.number))
-    return plots.price_scatter(rows, f"trial {best.number}", comparison.price_references(data.folder))
+    references = comparison.price_references(data.folder, data.task)
+    return plots.price_scatter(rows, f"trial {best.number}", references)
 
 
 def _top_generations(data: StudyData, k: int = 3) -> str:

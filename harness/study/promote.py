@@ -21,9 +21,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from harness import tasks
 from harness.core import trialdir
 from harness.core.spec import TrialResult, TrialSpec
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, problems_error
 from harness.study import ranking
 from harness.study import storage as st
 from harness.sweepfile.load import load_sweep
@@ -216,6 +217,9 @@ def real_promoter(cfg: SweepConfig) -> Promoter:
 
 
 def promote(cfg: SweepConfig, console: Console, promoter: Promoter | None = None) -> tuple[TrialResult, Path]:
+    found = tasks.check(cfg)  # what only the tasks know (reward functions, baseline names): nothing written
+    if found:
+        raise problems_error(cfg.source_path or cfg.name, found)
     spec = promotion_spec(cfg)
     adapter_dir = spec.output_dir / "adapter"
     console.print(

@@ -6,6 +6,7 @@ search space, storage URL form, dataset, model) is checked before the storage is
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,10 +19,10 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from harness import compat
+from harness import compat, tasks
 from harness.core import trialdir
 from harness.core.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData, ReportsProvenance
-from harness.errors import HarnessError, TrialFailed
+from harness.errors import HarnessError, TrialFailed, problems_error
 from harness.results import comparison
 from harness.results.view import SHORT
 from harness.results.view import fmt as _fmt
@@ -79,6 +80,9 @@ def run_sweep(
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> RunOutcome:
     """`callbacks` run after each trial, as Optuna's (e.g. a budget in train steps; benchmarks/quality.py)."""
+    found = tasks.check(cfg)  # a config built without load_sweep's checks: still nothing written
+    if found:
+        raise problems_error(cfg.source_path or cfg.name, found)
     console = console or Console(highlight=False)
     quiet_libraries()
     url = st.storage_url(cfg, storage)
@@ -209,7 +213,7 @@ def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe
         return
     try:
         found = (
-            recipe.task_baselines() if isinstance(recipe, MeasuresTaskBaselines) else baselines.from_data(cfg)
+            recipe.task_baselines() if isinstance(recipe, MeasuresTaskBaselines) else baselines_from_data(cfg)
         )
     except HarnessError as e:
         console.print(f"{cfg.name}: task baselines not measured: {e}", markup=False, soft_wrap=True)
@@ -220,7 +224,7 @@ def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe
         return
     trialdir.write_jsonl(cfg.study_dir / baselines.FILE, found.rows)
     study.set_user_attr(baselines.ATTR, found.metrics)
-    metric = baselines.REFERENCE.get(cfg.task, ("", ""))[0]
+    metric = tasks.get(cfg.task).reference[0]
     shown = ", ".join(f"{n} {m[metric]:.4g}" for n, m in found.metrics.items() if metric in m)
     if shown:
         console.print(
@@ -228,6 +232,35 @@ def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe
             markup=False,
             soft_wrap=True,
         )
+
+
+_FROM_DATA: dict[str, baselines.Measured] = {}
+
+
+def baselines_from_data(cfg: SweepConfig) -> baselines.Measured:
+    """The task baselines from the sweep's data alone (no model, no tokenizer): for recipes that do not
+    measure them. Builtin data is generated, so its result is kept for the process (tests run many sweeps)."""
+    from harness.trial.datasets import generation_subset, load_splits
+
+    key = json.dumps(
+        [
+            cfg.dataset.model_dump(mode="json"),
+            cfg.task,
+            cfg.seed,
+            cfg.evaluation.samples,
+            cfg.evaluation.custom,
+        ]
+    )
+    builtin = cfg.dataset.source.startswith("builtin:")
+    if builtin and key in _FROM_DATA:
+        return _FROM_DATA[key]
+    if not cfg.evaluation.samples:
+        return baselines.Measured()
+    data = load_splits(cfg)
+    found = baselines.measure(cfg, data.train.to_list(), generation_subset(data.validation, cfg))
+    if builtin:
+        _FROM_DATA[key] = found
+    return found
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:

@@ -181,7 +181,9 @@ class SweepReport:
 
 
 def load(path: Path, overrides: Sequence[str] = (), smoke: bool = False) -> SweepConfig:
-    cfg = load_sweep(path, list(overrides))
+    from harness import tasks
+
+    cfg = load_sweep(path, list(overrides), checks=tasks.check)  # the tasks' problems with the schema's
     return smoke_config(cfg) if smoke else cfg
 
 

@@ -6,7 +6,7 @@ Syntax (each key is a metric the task reports, see `harness.sweepfile.schema.TAS
       eval_loss: "< 2.5"            # operators: <  <=  >  >=  ==  !=   (== / != compare with 1e-9 tolerance)
       hit_rate: ">= 0.3"
       perplexity: {max: 12}         # inclusive bounds: {min: x}, {max: x}, or both
-      mae: "< baseline.median"      # beat a task baseline (harness.tasks.baselines); also {max: baseline.mean}
+      mae: "< baseline.median"      # beat a task baseline (harness.tasks); also {max: baseline.mean}
       mae: {max: 40, scope: all}    # per-expectation scope (see below)
       scope: best                   # reserved: default scope of this block (best | all)
       smoke: true                   # reserved: check thresholds in smoke runs too (default true)
@@ -23,8 +23,9 @@ then only checks that its metric was measured (a finite number), which still cat
 
 Baselines: `baseline.NAME` in place of a number compares with that task baseline's value of the same
 metric, as stored in the study (`task_baselines`, and `untrained_base` from `baseline_metrics`). Names are
-checked at load against the task's baselines (`harness.tasks.baselines.names`; any name is accepted when the
-sweep has custom metrics, whose modules may register more); a baseline the study did not measure is FAIL.
+checked at load against the task's baselines by harness.tasks.check (this module knows no task: sweepfile
+sits below harness.tasks; any name is accepted when the sweep has custom metrics, whose modules may register
+more); a baseline the study did not measure is FAIL.
 
 Outcomes: PASS or FAIL with the measured value (and the baseline's, when one is named). A metric the
 trial did not report is FAIL "not measured"; a study without any complete trial fails every expectation
@@ -46,7 +47,6 @@ from typing import Any
 
 from harness.errors import ConfigError, closest
 from harness.sweepfile.schema import TASK_METRICS, Condition, Expectation, Scope
-from harness.tasks import baselines as bl
 
 SCOPES: tuple[str, ...] = ("best", "all")
 RESERVED = ("scope", "smoke")
@@ -86,10 +86,24 @@ def parse_expectations(
 
     `custom_metrics`: the sweep declares `evaluation.custom` functions, whose metric names cannot be
     known before they run, so unknown names are accepted then (as `metric.name` is)."""
+    out, problem = read_expectations(raw, task, custom_metrics, known)
+    if problem:
+        raise ConfigError(problem)
+    return out
+
+
+def read_expectations(
+    raw: Mapping[str, Any] | None,
+    task: str = "pricer",
+    custom_metrics: bool = False,
+    known: Sequence[str] | None = None,
+) -> tuple[list[Expectation], str | None]:
+    """parse_expectations without raising: the expectations that parse, and every problem in one message
+    (None when there is none), so sweepfile.load can check the good ones further in the same pass."""
     if not raw:
-        return []
+        return [], None
     if not isinstance(raw, Mapping):
-        raise ConfigError("expect: must be a mapping of metric -> condition, e.g. {eval_loss: '< 2.5'}")
+        return [], "expect: must be a mapping of metric -> condition, e.g. {eval_loss: '< 2.5'}"
     problems: list[str] = []
     default_scope = raw.get("scope", "best")
     if default_scope not in SCOPES:
@@ -118,23 +132,13 @@ def parse_expectations(
         except ValueError as e:
             problems.append(f"{metric}: {e}")
             continue
-        valid = bl.names(task)
-        unknown = [c.baseline for c in conditions if c.baseline and c.baseline not in valid]
-        if unknown and not custom_metrics:
-            hint = closest(unknown[0], valid)
-            problems.append(
-                f"{metric}: {unknown[0]!r} is not a baseline of task {task!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; choose from: {', '.join('baseline.' + n for n in valid)}"
-            )
-            continue
         out.append(Expectation(metric, conditions, scope, in_smoke))
     if len(problems) == 1:
-        raise ConfigError(problems[0])
+        return out, problems[0]
     if problems:
         # Indented to sit under config's "  - expect:" line: one line per problem, all of them at once.
-        raise ConfigError(f"{len(problems)} problems:" + "".join(f"\n      - {p}" for p in problems))
-    return out
+        return out, f"{len(problems)} problems:" + "".join(f"\n      - {p}" for p in problems)
+    return out, None
 
 
 def _parse_condition(spec: Any, default_scope: Scope) -> tuple[tuple[Condition, ...], Scope]:

@@ -1,12 +1,14 @@
 """A sweep file -> a validated, frozen SweepConfig: YAML, dotted overrides, the search space, `expect:`.
 
-`load_sweep(path, overrides)` is the only way in. Every problem of the file is gathered into one ConfigError
-(the schema's, the `expect:` block's), then the search space (a `search_space:` file with inline
+`load_sweep(path, overrides, checks)` is the only way in. Every problem of the file is gathered into one
+ConfigError (the schema's, the `expect:` block's, and the caller's `checks`: harness.tasks.check, which knows
+the tasks this package must not import), then the search space (a `search_space:` file with inline
 `parameters:` on top) is parsed, so nothing downstream re-reads files or re-parses blocks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, closest, problems_error
 from harness.sweepfile import trainers
-from harness.sweepfile.expect import parse_expectations
-from harness.sweepfile.schema import TASK_METRICS, ParamSpec, SweepConfig, known_metrics
+from harness.sweepfile.expect import read_expectations
+from harness.sweepfile.schema import TASK_METRICS, Expectation, ParamSpec, SweepConfig, known_metrics
 from harness.sweepfile.space import parse_parameters
 
 # Fields of SweepConfig that load() sets; a sweep file may not.
@@ -110,8 +112,16 @@ def validation_problems(err: ValidationError) -> list[str]:
     return lines
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
-    """Read, override, validate; the search space is loaded and checked here too (one error for all)."""
+Checks = Callable[[SweepConfig], list[str]]
+"""A validated config (with its expectations, before the search space is read) -> more problems, as
+'  - key: message' lines: what a layer above sweepfile knows (harness.tasks.check)."""
+
+
+def load_sweep(
+    path: str | Path, overrides: list[str] | None = None, checks: Checks | None = None
+) -> SweepConfig:
+    """Read, override, validate; the search space is loaded and checked here too (one error for all).
+    `checks` (harness.tasks.check where the sweep is loaded to run) adds its problems to the schema's."""
     path = Path(path)
     data = read_yaml(path, "sweep file")
     if data is None:
@@ -135,19 +145,20 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     except ValidationError as e:
         problems += validation_problems(e)
     expect = data.get("expect")
-    expectations = []
+    expectations: list[Expectation] = []
     if isinstance(expect, dict):
         task = data.get("task") if data.get("task") in TASK_METRICS else "pricer"
         evaluation = data.get("evaluation")
         custom = isinstance(evaluation, dict) and bool(evaluation.get("custom"))
         trainer = cfg.trainer if cfg is not None else "sft"
         reward_fns = cfg.training.reward_functions if cfg is not None else []
-        try:
-            expectations = parse_expectations(
-                expect, str(task), custom_metrics=custom, known=known_metrics(str(task), trainer, reward_fns)
-            )
-        except ConfigError as e:
-            problems.append(f"  - expect: {e}")
+        expectations, problem = read_expectations(
+            expect, str(task), custom_metrics=custom, known=known_metrics(str(task), trainer, reward_fns)
+        )
+        if problem:
+            problems.append(f"  - expect: {problem}")
+    if cfg is not None and checks is not None:  # on the expectations that parsed
+        problems += checks(cfg.model_copy(update={"expectations": tuple(expectations)}))
     if problems or cfg is None:
         raise problems_error(str(path), problems)
     params = load_parameters(cfg, inline)

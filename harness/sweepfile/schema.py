@@ -19,6 +19,8 @@ from harness.errors import ConfigError, check_name, closest
 from harness.sweepfile.params import ParamSpec
 
 # Metrics every task reports; tasks add their own (evaluation.py is the source of truth for values).
+# The tasks' are a copy of the registry's (harness.tasks: Task.metrics), kept here as plain data because
+# sweepfile imports no task; tests/test_tasks.py checks that TASK_METRICS and `task:` agree with it.
 LOSS_METRICS = ("eval_loss", "perplexity")
 TEXT_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match")
 PRICER_METRICS = ("mae", "rmsle", "hit_rate", "r2", "unparseable_rate")
@@ -370,6 +372,7 @@ class SweepConfig(Strict):
     description: str = ""
     tags: list[str] = []
     task: Literal["pricer", "text"] = "pricer"
+    """What the answers are judged as (harness.tasks): `pricer` (a price), `text` (free text)."""
     trainer: Literal["sft", "dpo", "grpo"] = "sft"
     """What each trial trains with (trl): `sft` on prompt/completion or chat rows, `dpo` on preference pairs,
     `grpo` on prompts with `training.reward_functions`. A grpo sweep without `metric:` maximizes `reward`."""

@@ -1,6 +1,7 @@
 """The trainer side of a sweep file, checked at load (exit 2 before anything is written): the trainer and
-data-format pair, the settings that only one trainer reads, GRPO's reward functions, and GRPO's rule that
-every batch the search space can sample holds whole groups of `num_generations` completions.
+data-format pair, the settings that only one trainer reads, one weight per GRPO reward function, and GRPO's
+rule that every batch the search space can sample holds whole groups of `num_generations` completions.
+Whether each reward function exists is checked by harness.tasks.check (the builtin ones are the tasks').
 
 The data itself is read later (fixtures); a row that does not fit the trainer's format is reported then,
 with its index and the columns found (formats.py).
@@ -9,10 +10,9 @@ with its index and the columns found (formats.py).
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError, problems_error
+from harness.errors import problems_error
 from harness.sweepfile.params import ParamSpec
 from harness.sweepfile.schema import TRAINER_FORMATS, SweepConfig
 
@@ -49,7 +49,7 @@ def problems(cfg: SweepConfig) -> list[str]:
                 f"  - {w}: only trainer {' or '.join(trainers)} reads it (this sweep's trainer is {trainer})"
             )
     if trainer == "grpo":
-        out += _reward_problems(cfg)
+        out += _weight_problems(cfg)
         out += _group_problems(cfg)
     return out
 
@@ -60,32 +60,14 @@ def check(cfg: SweepConfig) -> None:
         raise problems_error(cfg.source_path or "sweep", found)
 
 
-def _reward_problems(cfg: SweepConfig) -> list[str]:
-    from harness.tasks import rewards
-
+def _weight_problems(cfg: SweepConfig) -> list[str]:
     t = cfg.training
-    if not t.reward_functions:
-        return [
-            "  - training.reward_functions: trainer grpo needs at least one reward function "
-            f"(builtin: {', '.join(rewards.BUILTIN)}; or module:function beside the sweep file)"
-        ]
-    out = []
-    if t.reward_weights is not None and len(t.reward_weights) != len(t.reward_functions):
-        out.append(
-            f"  - training.reward_weights: {len(t.reward_weights)} weights for "
-            f"{len(t.reward_functions)} reward functions; give one weight per function"
-        )
-    folder = Path(cfg.source_path).parent if cfg.source_path else None
-    for spec in t.reward_functions:
-        try:
-            rewards.resolve(spec, folder)
-        except ConfigError as e:
-            out.append(f"  - training.reward_functions: {e}")
-        if spec in rewards.NEEDS_PRICE and cfg.task != "pricer":
-            out.append(
-                f"  - training.reward_functions: {spec} reads the pricer's price column; use task: pricer"
-            )
-    return out
+    if t.reward_weights is None or not t.reward_functions or len(t.reward_weights) == len(t.reward_functions):
+        return []
+    return [
+        f"  - training.reward_weights: {len(t.reward_weights)} weights for "
+        f"{len(t.reward_functions)} reward functions; give one weight per function"
+    ]
 
 
 def _group_problems(cfg: SweepConfig) -> list[str]:

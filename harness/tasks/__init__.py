@@ -1,3 +1,36 @@
-"""The tasks (pricer, text): data formatting, metrics, headline, baselines and rewards.
+"""The tasks (`task:` in a sweep file): what a sweep's answers are judged as, one module per task.
 
-Never optuna (tests/test_structure.py)."""
+    from harness import tasks
+    tasks.get(cfg.task).headline        # a Task (harness.tasks.task): metrics, headline, baselines, ...
+
+pricer.py and text.py each hold everything about their task (data formatting, metrics, headline and
+table, baselines, rewards) and register one `Task`; the task-independent machinery is beside them:
+scoring.py (ROUGE/BLEU, custom metrics), baselines.py (the registry of baselines, measuring them, the
+ladder), rewards.py (resolving and checking reward functions). Importing anything under harness.tasks
+runs this module, so every task below is registered before any lookup.
+
+Adding a task: a module that builds a Task and `add`s it (text.py is the smallest), imported below; then
+its name in sweepfile.schema's `task:` Literal and TASK_METRICS, the copies sweepfile keeps because it
+imports no task (tests/test_tasks.py checks that they agree with the registry).
+
+Never optuna (tests/test_structure.py).
+"""
+
+from __future__ import annotations
+
+from harness.sweepfile.schema import SweepConfig
+from harness.tasks import baselines, pricer, rewards, text  # noqa: F401 - pricer, text: registered at import
+from harness.tasks.task import Task, get, names
+
+__all__ = ["Task", "check", "get", "names"]
+
+
+def check(cfg: SweepConfig) -> list[str]:
+    """A validated sweep's problems only the tasks can see, as '  - key: message' lines (none: []):
+    `baseline.NAME` in `expect:` that is no baseline of the task (any name passes when the sweep has
+    custom metrics, whose modules may register more), and GRPO reward functions that do not resolve or
+    belong to another task. sweepfile.load.load_sweep(..., checks=check) reports them with the schema's
+    problems; run_sweep checks again before it writes anything."""
+    get(cfg.task)
+    found = [] if cfg.evaluation.custom else baselines.unknown(cfg.task, cfg.expectations)
+    return found + rewards.problems(cfg)

@@ -9,7 +9,7 @@ Its answers are scored by harness.tasks.scoring.score_generations, the function 
 generations (with the sweep's custom metrics too), so a baseline's numbers carry the same names and the
 same meaning as a trial's, and `baselines.jsonl` holds the answers they were computed from.
 
-Builtin (registered below, in ladder order):
+Builtin (each registered by its task's module, harness.tasks.pricer / .text, in ladder order):
   pricer  mean, median     the train split's mean / median price, for every item
           bag_of_words     scikit-learn CountVectorizer on the prompt + Ridge(alpha=1) on log1p(price),
                            fitted on the train split (untuned on purpose: a floor, not a competitor)
@@ -22,8 +22,8 @@ Builtin (registered below, in ladder order):
 Where they are measured: runner.measure_task_baselines, once per study (user attr `task_baselines`:
 name -> metrics). The real recipe (QLoRARecipe.task_baselines) passes exactly its generation rows and
 train split; any other recipe (a fake, a user's function) gets them from the data alone
-(`data.load_splits` + `data.generation_subset`: the same seeded rows, before the truncation rule's fit
-filter, and without a tokenizer, so chat datasets are skipped there).
+(harness.study.run.baselines_from_data: the same seeded rows, before the truncation rule's fit filter, and
+without a tokenizer, so chat datasets are skipped there).
 
 Your own baselines: register them next to your custom metrics. The modules named in `evaluation.custom`
 are imported before baselines are measured, so a registration there is picked up:
@@ -36,23 +36,25 @@ are imported before baselines are measured, so a registration there is picked up
 
 `expect:` can name any of them: `rougeL: "> baseline.first_line"` (see harness.sweepfile.expect).
 
-The main check (REFERENCE): the best trial should beat the simplest meaningful baseline on the task's main
-metric, else `verdict` words a warning. pricer: mae vs `median` (the constant that minimises absolute
+The main check (Task.reference): the best trial should beat the simplest meaningful baseline on the task's
+main metric, else `verdict` words a warning. pricer: mae vs `median` (the constant that minimises absolute
 error); text: rougeL vs `copy_input` (echoing the prompt costs nothing and scores on overlap metrics).
-No torch here; numpy, scikit-learn, the data and the scorers are imported only when measuring.
+`unknown` words the load-time check of `baseline.NAME` names (harness.tasks.check: sweepfile knows no task).
+No torch here; the data and the scorers are imported only when measuring.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.sweepfile.schema import SweepConfig
+from harness.errors import closest
+from harness.sweepfile.schema import LOSS_METRICS, Expectation, SweepConfig
+from harness.tasks.task import every, get
 
 Row = Mapping[str, Any]
 Predict = Callable[[Sequence[Row], Sequence[Row]], list[str]]
@@ -63,9 +65,6 @@ FILE = "baselines.jsonl"
 """results/<study>/baselines.jsonl: prompt, reference (and price_true), and each baseline's answer."""
 UNTRAINED = "untrained_base"
 ROW_FIELDS = ("prompt", "reference", "price_true")
-REFERENCE: dict[str, tuple[str, str]] = {"pricer": ("mae", "median"), "text": ("rougeL", "copy_input")}
-"""task -> (main metric, the baseline the best trial must beat on it)."""
-LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity", "mae", "rmsle", "unparseable_rate"})
 
 
 @dataclass(frozen=True)
@@ -103,57 +102,21 @@ def about(task: str, name: str) -> str:
     return found.about if found else ""
 
 
-# ----------------------------------------------------------------------------------------------------
-# Builtin baselines
-
-
-def _price_text(value: float) -> str:
-    """A price as a model would write it; positional and round-tripping, so parse_price reads it back
-    exactly and a baseline's mae can be recomputed from the answers."""
-    import numpy as np
-
-    return str(np.format_float_positional(max(float(value), 0.0), trim="-"))
-
-
-@register("pricer", "mean", about="the train split's mean price, for every item")
-def _mean(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    prices = [float(r["price"]) for r in train]
-    return [_price_text(sum(prices) / len(prices))] * len(rows)
-
-
-@register("pricer", "median", about="the train split's median price, for every item")
-def _median(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    import numpy as np
-
-    return [_price_text(float(np.median([float(r["price"]) for r in train])))] * len(rows)
-
-
-@register("pricer", "bag_of_words", about="word counts of the prompt -> ridge regression on log price")
-def _bag_of_words(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    import numpy as np
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-
-    model = make_pipeline(CountVectorizer(), Ridge(alpha=1.0))
-    model.fit([r["prompt"] for r in train], np.log1p([float(r["price"]) for r in train]))
-    return [_price_text(v) for v in np.expm1(model.predict([r["prompt"] for r in rows]))]
-
-
-@register("text", "empty", about="the empty answer")
-def _empty(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    return [""] * len(rows)
-
-
-@register("text", "copy_input", about="the prompt as the answer")
-def _copy_input(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    return [str(r["prompt"]) for r in rows]
-
-
-@register("text", "most_frequent", about="the train split's most frequent completion, for every row")
-def _most_frequent(train: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    answer = Counter(str(r["completion"]) for r in train).most_common(1)[0][0]
-    return [answer] * len(rows)
+def unknown(task: str, expectations: Iterable[Expectation]) -> list[str]:
+    """`baseline.NAME` conditions of `expect:` that name no baseline of `task`, as '  - expect: ...'
+    lines (none when all are known). Called at load by harness.tasks.check."""
+    valid = names(task)
+    out = []
+    for e in expectations:
+        bad = [c.baseline for c in e.conditions if c.baseline and c.baseline not in valid]
+        if bad:
+            hint = closest(bad[0], valid)
+            out.append(
+                f"  - expect: {e.metric}: {bad[0]!r} is not a baseline of task {task!r}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; choose from: {', '.join('baseline.' + n for n in valid)}"
+            )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -172,7 +135,7 @@ class Measured:
 
 def measure(cfg: SweepConfig, train_rows: Sequence[Row], eval_rows: Sequence[Row]) -> Measured:
     """Every baseline registered for the sweep's task, scored on `eval_rows` like a trial's generations."""
-    from harness.tasks import scoring
+    import harness.tasks.scoring as scoring
 
     out = Measured()
     if not eval_rows or not train_rows:
@@ -199,35 +162,6 @@ def measure(cfg: SweepConfig, train_rows: Sequence[Row], eval_rows: Sequence[Row
             if "price_true" in scores:
                 row["price_true"] = scores["price_true"]
     return out
-
-
-_FROM_DATA: dict[str, Measured] = {}
-
-
-def from_data(cfg: SweepConfig) -> Measured:
-    """The baselines from the sweep's data alone (no model, no tokenizer): for recipes that do not measure
-    them. Builtin data is generated, so its result is kept for the process (tests run many sweeps)."""
-    from harness.trial.datasets import generation_subset, load_splits
-
-    key = json.dumps(
-        [
-            cfg.dataset.model_dump(mode="json"),
-            cfg.task,
-            cfg.seed,
-            cfg.evaluation.samples,
-            cfg.evaluation.custom,
-        ]
-    )
-    builtin = cfg.dataset.source.startswith("builtin:")
-    if builtin and key in _FROM_DATA:
-        return _FROM_DATA[key]
-    if not cfg.evaluation.samples:
-        return Measured()
-    data = load_splits(cfg)
-    found = measure(cfg, data.train.to_list(), generation_subset(data.validation, cfg))
-    if builtin:
-        _FROM_DATA[key] = found
-    return found
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -259,21 +193,26 @@ def read_rows(study_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def lower_is_better(metric: str) -> bool:
+    """Losses and the errors a task names (Task.lower_is_better); every other metric is higher-is-better."""
+    return metric in LOSS_METRICS or any(metric in t.lower_is_better for t in every())
+
+
 def better(metric: str, value: float, than: float) -> bool:
     """Strictly better by the metric's own direction (lower for errors and losses, higher otherwise)."""
-    return value < than if metric in LOWER_IS_BETTER else value > than
+    return value < than if lower_is_better(metric) else value > than
 
 
 def verdict(
     task: str, objective: str, best_number: int, best: Mapping[str, float], rungs: Mapping[str, Any]
 ) -> str | None:
-    """A plain warning when the best trial does not beat the task's reference baseline (REFERENCE) on
-    its main metric; None when it does, or when either number is missing."""
-    metric, name = REFERENCE.get(task, ("", ""))
+    """A plain warning when the best trial does not beat the task's reference baseline (Task.reference)
+    on its main metric; None when it does, or when either number is missing."""
+    metric, name = get(task).reference
     value, ref = best.get(metric), (rungs.get(name) or {}).get(metric)
     if value is None or ref is None or better(metric, value, ref):
         return None
-    goal = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    goal = "minimize" if lower_is_better(metric) else "maximize"
     tries = ["more steps (budget.max_steps)", "a larger base model (model.name)"]
     if objective != metric:
         tries.append(f"{metric} as the objective (metric: {{name: {metric}, goal: {goal}}})")

@@ -1,6 +1,8 @@
-"""The pricer task's numbers: read a price out of a completion, then score a list of them.
+"""The pricer task: a product description in, its price out. Everything the task knows lives here: the
+prompt and its formatting, reading a price out of an answer and scoring a list of them, the baselines,
+the reward function, and the `Task` the registry hands out (harness.tasks.get("pricer")).
 
-Small and pure (no torch, no I/O) so every rule here is tested on hand-worked tables.
+The numbers are small and pure (no torch, no I/O) so every rule here is tested on hand-worked tables.
 
 Conventions, chosen so a model that answers garbage can never look good:
 - `parse_price` returns None for anything that is not a non-negative number; a negative "price" is
@@ -14,12 +16,29 @@ Conventions, chosen so a model that answers garbage can never look good:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from harness.builtin.pricer_data import QUESTION, RESPONSE
+from harness.errors import DataError
+from harness.sweepfile.schema import DatasetConfig
+from harness.tasks.baselines import Row as Item
+from harness.tasks.baselines import register
+from harness.tasks.rewards import completion_text
+from harness.tasks.task import TEXT_METRICS, Formatter, Row, Scores, Task, add
+
+NAME = "pricer"
+METRICS = ("mae", "rmsle", "hit_rate", "r2", "unparseable_rate")
+"""What price_metrics reports, besides the text metrics every task has."""
+
+# The prompt: the question, the description, then the answer's start for the model to complete. Its words
+# are the builtin data's (the tiny base's tokenizer is trained on them; builtin sits below the tasks).
+PROMPT = QUESTION + "\n\n{description}\n\n" + RESPONSE
 
 GREEN_ABS, GREEN_REL = 40.0, 0.2
 ORANGE_ABS, ORANGE_REL = 80.0, 0.4
@@ -122,3 +141,228 @@ def price_metrics(predicted: Sequence[float | None], truth: Sequence[float]) -> 
         "orange": float(bands.count("orange")),
         "red": float(bands.count("red")),
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data: the prompt, the builtin data, a hub/local dataset's description and price columns
+
+
+def format_prompt(description: str) -> str:
+    """The course-exercise prompt; the model completes it with the price."""
+    return PROMPT.format(description=description.strip())
+
+
+def format_completion(price: float) -> str:
+    """Whole dollars with a fixed `.00`, so every completion has the same shape (e.g. `129.00`)."""
+    return f"{round(price)}.00"
+
+
+def builtin_splits(trainer: str) -> dict[str, list[Row]]:
+    """The builtin data (harness.builtin.pricer_data) as prompt/completion/price rows, whatever the task;
+    for dpo the same items as preference pairs."""
+    from harness.builtin.pricer_data import pricer_splits
+
+    raw = {
+        name: [
+            {
+                "prompt": format_prompt(r["text"]),
+                "completion": format_completion(r["price"]),
+                "price": r["price"],
+            }
+            for r in rows
+        ]
+        for name, rows in pricer_splits(seed=0).items()
+    }
+    return {k: preference_pairs(rows) for k, rows in raw.items()} if trainer == "dpo" else raw
+
+
+# Factors for the builtin pairs' wrong price: far enough to be in the red band (>= 40% off).
+WRONG_FACTORS = (0.3, 0.45, 0.55, 1.7, 2.0, 2.6)
+
+
+def wrong_price(price: float, key: str) -> float:
+    """A plausible wrong price for `price`, fixed by `key` (a hash: the same on every run and machine), and
+    always outside the green and orange bands (> $80 and > 40% off), so it is truly worse."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    wrong = price * WRONG_FACTORS[h % len(WRONG_FACTORS)]
+    if abs(wrong - price) <= 80:  # cheap items: a factor alone stays close in dollars
+        wrong = price + 81 + h % 120 if h % 2 or price < 160 else price - 81 - h % 40
+    return float(max(1, round(wrong)))
+
+
+def preference_pairs(rows: list[Row]) -> list[Row]:
+    """prompt/completion/price rows -> preference rows: chosen is the true price, rejected a wrong one."""
+    return [
+        {
+            **r,
+            "chosen": r["completion"],
+            "rejected": format_completion(wrong_price(float(r["price"]), r["prompt"])),
+        }
+        for r in rows
+    ]
+
+
+def _formatter(text_column: str, price_column: str) -> Formatter:
+    def fmt(row: Row) -> Row | str:
+        price = to_price(row.get(price_column))
+        if price is None:
+            return "no usable price"
+        text = row.get(text_column)
+        return {
+            "prompt": format_prompt("" if text is None else str(text)),
+            "completion": format_completion(price),
+            "price": price,
+        }
+
+    return fmt
+
+
+def with_prices(rows: list[Row], price_column: str, where: str) -> list[Row]:
+    """Preference or prompt-only rows: the true price from the price column, else the reference answer
+    (GRPO's price_accuracy and the task metrics need it); rows without one are left out."""
+    out = []
+    for row in rows:
+        price = to_price(row.get(price_column))
+        price = price if price is not None else to_price(row.get("completion"))
+        if price is not None:
+            out.append({**row, "price": price})
+    if rows and not out:
+        raise DataError(
+            f"{where}: no row has a usable price (a {price_column!r} column, or a number in the chosen or "
+            "reference answer); the pricer task needs one."
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scoring generations
+
+
+def score(predictions: Sequence[str], references: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Scores:
+    """price_metrics, and per row: price_pred (None when unparseable), price_true, abs_error (with an
+    unparseable answer taken as $0, as in the corpus metrics) and band. The true price is the row's
+    `price` column when present, else the price parsed from the reference."""
+    pred_prices = [parse_price(p) for p in predictions]
+    true_prices = [
+        _true_price(i, row, ref) for i, (row, ref) in enumerate(zip(rows, references, strict=True))
+    ]
+    per_row: list[dict[str, Any]] = [
+        {
+            "price_pred": p,
+            "price_true": t,
+            "abs_error": abs((0.0 if p is None else p) - t),
+            "band": band(p, t),
+        }
+        for p, t in zip(pred_prices, true_prices, strict=True)
+    ]
+    return price_metrics(pred_prices, true_prices), per_row
+
+
+def _true_price(i: int, row: Mapping[str, Any], reference: str) -> float:
+    value = row.get("price")
+    if value is not None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"row {i}: price {value!r} is not a number") from None
+    parsed = parse_price(reference)
+    if parsed is None:
+        raise DataError(f"row {i}: no `price` column and no price in the reference {reference!r}")
+    return parsed
+
+
+# ----------------------------------------------------------------------------------------------------
+# Baselines (harness.tasks.baselines): constants from the train split, then a bag-of-words model
+
+
+def _price_text(value: float) -> str:
+    """A price as a model would write it; positional and round-tripping, so parse_price reads it back
+    exactly and a baseline's mae can be recomputed from the answers."""
+    return str(np.format_float_positional(max(float(value), 0.0), trim="-"))
+
+
+@register(NAME, "mean", about="the train split's mean price, for every item")
+def _mean(train: Sequence[Item], rows: Sequence[Item]) -> list[str]:
+    prices = [float(r["price"]) for r in train]
+    return [_price_text(sum(prices) / len(prices))] * len(rows)
+
+
+@register(NAME, "median", about="the train split's median price, for every item")
+def _median(train: Sequence[Item], rows: Sequence[Item]) -> list[str]:
+    return [_price_text(float(np.median([float(r["price"]) for r in train])))] * len(rows)
+
+
+@register(NAME, "bag_of_words", about="word counts of the prompt -> ridge regression on log price")
+def _bag_of_words(train: Sequence[Item], rows: Sequence[Item]) -> list[str]:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(CountVectorizer(), Ridge(alpha=1.0))
+    model.fit([r["prompt"] for r in train], np.log1p([float(r["price"]) for r in train]))
+    return [_price_text(v) for v in np.expm1(model.predict([r["prompt"] for r in rows]))]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reward function (GRPO)
+
+# price_accuracy's grades, by the error bands (band): an answer that names no number at all earns less
+# than any number, so "say a price" is learned before "say the right price".
+BAND_REWARD = {"green": 1.0, "orange": 0.5, "red": 0.1}
+UNPARSEABLE_REWARD = 0.0
+
+
+def price_accuracy(
+    prompts: Sequence[Any], completions: Sequence[Any], price: Sequence[float], **_: Any
+) -> list[float]:
+    """1.0 in the green band (within $40 or 20%), 0.5 orange (within $80 or 40%), 0.1 red; 0.0 when the
+    completion names no price. Needs a `price` column (the builtin pricer data has one)."""
+    out = []
+    for completion, true in zip(completions, price, strict=True):
+        guess = parse_price(completion_text(completion))
+        out.append(UNPARSEABLE_REWARD if guess is None else BAND_REWARD[band(guess, float(true))])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The task
+
+
+class Pricer(Task):
+    def score(
+        self, predictions: Sequence[str], references: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    ) -> Scores:
+        return score(predictions, references, rows)
+
+    def formatter(self, ds: DatasetConfig, columns: Sequence[str]) -> Formatter | None:
+        if ds.text_column in columns and ds.price_column in columns:
+            return _formatter(ds.text_column, ds.price_column)
+        return None
+
+    def columns_hint(self, ds: DatasetConfig) -> str:
+        return f"{ds.text_column!r} and {ds.price_column!r} (pricer), "
+
+    def label_of(self, item: Row, row: Row, ds: DatasetConfig) -> float | None:
+        # The truth: the formatter's, else the price column, else the number in the completion.
+        price = to_price(item["price"]) if "price" in item else to_price(row.get(ds.price_column))
+        return price if price is not None else to_price(item["completion"])
+
+    def labelled(self, rows: list[Row], ds: DatasetConfig, where: str) -> list[Row]:
+        return with_prices(rows, ds.price_column, where)
+
+    def answer_value(self, answer: str) -> float | None:
+        return parse_price(answer)
+
+
+TASK = add(
+    Pricer(
+        name=NAME,
+        metrics=TEXT_METRICS + METRICS,
+        headline=("mae", "r2", "hit_rate"),
+        table=("mae", "rmsle", "hit_rate", "r2"),
+        reference=("mae", "median"),
+        lower_is_better=frozenset({"mae", "rmsle", "unparseable_rate"}),
+        label="price",
+        rewards={"price_accuracy": price_accuracy},
+    )
+)

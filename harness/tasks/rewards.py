@@ -1,31 +1,27 @@
-"""GRPO reward functions: the builtin ones, and the user's `module:function` found beside the sweep file.
+"""GRPO reward functions: the builtin ones (a task's own, Task.rewards, and the task-independent ones
+here), and the user's `module:function` found beside the sweep file.
 
 A reward function is called as trl calls it: `f(prompts, completions, **columns) -> list[float]`, one
 reward per completion, where `columns` are the dataset's other columns repeated per completion (for the
 builtin pricer data: `price`). Completions are strings, or message lists for conversational prompts.
 
-No torch here: the sweep file's reward functions are resolved (and a missing one reported) at load time.
+No torch here: the sweep file's reward functions are resolved (and a missing one reported) at load time,
+by `problems` (harness.tasks.check).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.core.spec import import_callable
 from harness.errors import ConfigError, RewardFailed
-from harness.sweepfile.schema import reward_name
-from harness.tasks import pricer as prices
+from harness.sweepfile.schema import SweepConfig, reward_name
+from harness.tasks.task import RewardFn, Task, every
 
-RewardFn = Callable[..., list[float]]
-
-# price_accuracy's grades, by the pricer's error bands (prices.band): an answer that names no number
-# at all earns less than any number, so "say a price" is learned before "say the right price".
-BAND_REWARD = {"green": 1.0, "orange": 0.5, "red": 0.1}
-UNPARSEABLE_REWARD = 0.0
 _CLEAN_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
 
 
@@ -34,18 +30,6 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, list):
         return str(completion[-1].get("content", "")) if completion else ""
     return "" if completion is None else str(completion)
-
-
-def price_accuracy(
-    prompts: Sequence[Any], completions: Sequence[Any], price: Sequence[float], **_: Any
-) -> list[float]:
-    """1.0 in the green band (within $40 or 20%), 0.5 orange (within $80 or 40%), 0.1 red; 0.0 when the
-    completion names no price. Needs a `price` column (the builtin pricer data has one)."""
-    out = []
-    for completion, true in zip(completions, price, strict=True):
-        guess = prices.parse_price(completion_text(completion))
-        out.append(UNPARSEABLE_REWARD if guess is None else BAND_REWARD[prices.band(guess, float(true))])
-    return out
 
 
 def number_format(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
@@ -63,17 +47,28 @@ def number_format(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) 
     return out
 
 
-BUILTIN: dict[str, RewardFn] = {"price_accuracy": price_accuracy, "number_format": number_format}
-NEEDS_PRICE = ("price_accuracy",)
+ANY_TASK: dict[str, RewardFn] = {"number_format": number_format}
+"""Builtin reward functions for every task; a task adds its own (Task.rewards)."""
+
+
+def builtin() -> dict[str, RewardFn]:
+    """Every builtin reward function by name: the tasks' own, then those for any task."""
+    return {**{name: fn for t in every() for name, fn in t.rewards.items()}, **ANY_TASK}
+
+
+def owner(spec: str) -> Task | None:
+    """The task whose own reward function `spec` is (None: any task's, or the user's)."""
+    return next((t for t in every() if spec in t.rewards), None)
 
 
 def resolve(spec: str, folder: Path | None = None) -> RewardFn:
     """A builtin name, or `module:function` importable from `folder` (the sweep file's) or sys.path."""
-    if spec in BUILTIN:
-        return BUILTIN[spec]
+    found = builtin()
+    if spec in found:
+        return found[spec]
     if ":" not in spec:
         raise ConfigError(
-            f"reward function {spec!r} is neither a builtin ({', '.join(BUILTIN)}) nor module:function"
+            f"reward function {spec!r} is neither a builtin ({', '.join(found)}) nor module:function"
         )
     fn: RewardFn = import_callable(spec, "reward function", [folder] if folder is not None else [])
     return fn
@@ -117,3 +112,30 @@ def _finite(v: Any) -> bool:
 def load(specs: Sequence[str], folder: Path | None = None) -> list[RewardFn]:
     """The sweep's reward functions, each wrapped by `checked` and named as in its metrics."""
     return [checked(resolve(s, folder), reward_name(s)) for s in specs]
+
+
+def problems(cfg: SweepConfig) -> list[str]:
+    """A GRPO sweep's reward-function problems, as '  - key: message' lines: none given, one that does not
+    resolve, a task's own one under another task. (The weights' count is sweepfile.trainers' check.)"""
+    if cfg.trainer != "grpo":
+        return []
+    specs = cfg.training.reward_functions
+    if not specs:
+        return [
+            "  - training.reward_functions: trainer grpo needs at least one reward function "
+            f"(builtin: {', '.join(builtin())}; or module:function beside the sweep file)"
+        ]
+    out = []
+    folder = Path(cfg.source_path).parent if cfg.source_path else None
+    for spec in specs:
+        try:
+            resolve(spec, folder)
+        except ConfigError as e:
+            out.append(f"  - training.reward_functions: {e}")
+        task = owner(spec)
+        if task is not None and task.name != cfg.task:
+            out.append(
+                f"  - training.reward_functions: {spec} reads the {task.name}'s {task.label} column; "
+                f"use task: {task.name}"
+            )
+    return out

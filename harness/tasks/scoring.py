@@ -1,4 +1,4 @@
-"""Metrics on generated text: ROUGE/BLEU/exact match, the pricer's price metrics per row, custom metrics.
+"""Metrics on generated text: ROUGE/BLEU/exact match for every task, then the task's own, then custom metrics.
 
 No torch: the trials' generations (evaluation.py generates, then calls score_generations) and the task
 baselines (harness.tasks.baselines, which need no model) are scored by these same functions, so their numbers
@@ -16,8 +16,8 @@ from typing import Any
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from harness.errors import ConfigError, DataError, closest
-from harness.tasks import pricer as prices
+from harness.errors import ConfigError, closest
+from harness.tasks.task import get
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -70,14 +70,12 @@ def score_generations(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Corpus metrics for `task` and one dict of scores per row (for generations.jsonl).
 
-    Per row: exact_match (0/1) and rougeL always; pricer adds price_pred (None when unparseable),
-    price_true, abs_error (with an unparseable answer taken as $0, as in the corpus metrics) and band.
-    The true price is the row's `price` column when present, else the price parsed from the reference.
-    Custom metrics (`module:function` specs) are called with (predictions, references, rows) and their
-    returned names are added to the corpus metrics; they may not reuse a built-in name.
+    Per row: exact_match (0/1) and rougeL always, then the task's own scores (Task.score; the pricer's:
+    harness.tasks.pricer.score). An unknown task is a ConfigError. Custom metrics (`module:function`
+    specs) are called with (predictions, references, rows) and their returned names are added to the
+    corpus metrics; they may not reuse a built-in name.
     """
-    if task not in ("text", "pricer"):
-        raise ValueError(f"unknown task {task!r}; expected 'text' or 'pricer'")
+    scorer = get(task)
     _check_lengths(predictions, references)
     rows = list(rows) if rows is not None else [{} for _ in predictions]
     if len(rows) != len(predictions):
@@ -90,36 +88,14 @@ def score_generations(
         for p, r, rg in zip(predictions, references, rouge, strict=True)
     ]
 
-    if task == "pricer":
-        pred_prices = [prices.parse_price(p) for p in predictions]
-        true_prices = [
-            _true_price(i, row, ref) for i, (row, ref) in enumerate(zip(rows, references, strict=True))
-        ]
-        metrics.update(prices.price_metrics(pred_prices, true_prices))
-        for out, p, t in zip(per_row, pred_prices, true_prices, strict=True):
-            out.update(
-                price_pred=p,
-                price_true=t,
-                abs_error=abs((0.0 if p is None else p) - t),
-                band=prices.band(p, t),
-            )
+    own, own_rows = scorer.score(predictions, references, rows)
+    metrics.update(own)
+    for out, scores in zip(per_row, own_rows, strict=True):
+        out.update(scores)
 
     for spec in custom:
         metrics.update(_run_custom(spec, predictions, references, rows, taken=set(metrics)))
     return metrics, per_row
-
-
-def _true_price(i: int, row: Mapping[str, Any], reference: str) -> float:
-    value = row.get("price")
-    if value is not None:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise DataError(f"row {i}: price {value!r} is not a number") from None
-    parsed = prices.parse_price(reference)
-    if parsed is None:
-        raise DataError(f"row {i}: no `price` column and no price in the reference {reference!r}")
-    return parsed
 
 
 # ----------------------------------------------------------------------------------------------------

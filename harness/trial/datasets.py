@@ -3,9 +3,9 @@
 `load_splits(cfg)` is the only way in. Sources are the builtin pricer data, local files (or a folder of
 them) and hub ids. Row shapes are detected from the columns, in this order: an explicit
 `dataset.template`; `prompt`/`completion` columns; a chat `messages` column; a single `text` column cut at
-`training.response_template`; for the pricer task, `text`/`price` columns. Every split comes out with
-string `prompt` and `completion` columns (and a float `price` for the pricer task), so the recipe never
-needs to know where the data came from.
+`training.response_template`; then the task's own columns (harness.tasks: the pricer's `text`/`price`).
+Every split comes out with string `prompt` and `completion` columns (and the task's float label column,
+the pricer's `price`), so the recipe never needs to know where the data came from.
 
 Rows are handled as plain dicts: sweep datasets are small enough, and it keeps the hashing and the
 error messages simple and deterministic.
@@ -26,14 +26,12 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
+from harness import tasks
 from harness.errors import DataError, HarnessError
 from harness.sweepfile.schema import SweepConfig
-from harness.tasks.pricer import to_price
+from harness.tasks import pricer
 from harness.trial import formats
 
-PRICER_QUESTION = "How much does this cost to the nearest dollar?"
-PRICER_RESPONSE = "Price is $"
-PRICER_PROMPT = PRICER_QUESTION + "\n\n{description}\n\n" + PRICER_RESPONSE
 SUPPORTED_EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")
 # Names ending like these are meant as files, so a missing one is "not found", never a hub lookup.
 FILE_LIKE_EXTENSIONS = (*SUPPORTED_EXTENSIONS, ".txt", ".tsv", ".xlsx", ".xls", ".arrow", ".gz", ".zip")
@@ -42,16 +40,6 @@ BUILTIN_SOURCES = ("builtin:pricer",)
 Row = dict[str, Any]
 # Turns a source row into a prompt/completion row, or into a short reason it cannot be used.
 Formatter = Callable[[Row], "Row | str"]
-
-
-def format_pricer_prompt(description: str) -> str:
-    """The course-exercise prompt; the model completes it with the price."""
-    return PRICER_PROMPT.format(description=description.strip())
-
-
-def format_pricer_completion(price: float) -> str:
-    """Whole dollars with a fixed `.00`, so every completion has the same shape (e.g. `129.00`)."""
-    return f"{round(price)}.00"
 
 
 @dataclass(frozen=True)
@@ -94,8 +82,8 @@ def load_splits(cfg: SweepConfig, tokenizer: Any | None = None) -> Splits:
             raise DataError(
                 f"{where}: the {name} split is empty after splitting {len(train_raw)} rows; {fix}."
             )
-    with_price = cfg.task == "pricer"
-    return Splits(*(_to_dataset(rows, with_price, cfg.trainer) for rows in (train, validation, test)))
+    label = tasks.get(cfg.task).label
+    return Splits(*(_to_dataset(rows, label, cfg.trainer) for rows in (train, validation, test)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -107,10 +95,7 @@ def _read_source(cfg: SweepConfig) -> tuple[dict[str, list[Row]], str]:
     if source.startswith("builtin:"):
         if source not in BUILTIN_SOURCES:
             raise DataError(f"unknown builtin dataset {source!r}; available: {', '.join(BUILTIN_SOURCES)}.")
-        raw = _read_builtin_pricer()
-        if cfg.trainer == "dpo":  # the same items as preference pairs (formats.py)
-            raw = {k: formats.pricer_pairs(rows, format_pricer_completion) for k, rows in raw.items()}
-        return raw, source
+        return pricer.builtin_splits(cfg.trainer), source  # the pricer's data, whatever the task
     path = cfg.resolve_path(source)
     looks_local = path.suffix.lower() in FILE_LIKE_EXTENSIONS or source.startswith((".", "/", "~"))
     if path.exists() or looks_local:
@@ -119,22 +104,6 @@ def _read_source(cfg: SweepConfig) -> tuple[dict[str, list[Row]], str]:
             raise DataError(f"dataset file not found: {path} (dataset.source {source!r}{where}).")
         return _read_local(path), str(path)
     return _read_hub(source), f"hub dataset {source!r}"
-
-
-def _read_builtin_pricer() -> dict[str, list[Row]]:
-    from harness.builtin.pricer_data import pricer_splits
-
-    return {
-        name: [
-            {
-                "prompt": format_pricer_prompt(r["text"]),
-                "completion": format_pricer_completion(r["price"]),
-                "price": r["price"],
-            }
-            for r in rows
-        ]
-        for name, rows in pricer_splits(seed=0).items()
-    }
 
 
 def _read_local(path: Path) -> dict[str, list[Row]]:
@@ -256,12 +225,11 @@ def _columns(rows: list[Row]) -> list[str]:
 
 
 def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) -> list[Row]:
-    ds, task = cfg.dataset, cfg.task
+    ds, task = cfg.dataset, tasks.get(cfg.task)
     cols = _columns(rows)
     found = f"found columns: {', '.join(cols) or 'none'}"
     if cfg.trainer != "sft":
-        rows = formats.format_rows(rows, cfg.trainer, ds.format, tokenizer, where)
-        return formats.with_prices(rows, ds.price_column, where) if task == "pricer" else rows
+        return task.labelled(formats.format_rows(rows, cfg.trainer, ds.format, tokenizer, where), ds, where)
     if ds.template is not None:
         fmt = _template_formatter(ds.template.prompt, ds.template.completion, cols, where, found)
     elif "prompt" in cols and "completion" in cols:
@@ -270,13 +238,13 @@ def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) 
         fmt = _chat_formatter(ds.messages_column, tokenizer, where)
     elif cfg.training.response_template and ds.text_column in cols:
         fmt = _response_template_formatter(ds.text_column, cfg.training.response_template, rows, where)
-    elif task == "pricer" and ds.text_column in cols and ds.price_column in cols:
-        fmt = _pricer_formatter(ds.text_column, ds.price_column)
+    elif (own := task.formatter(ds, cols)) is not None:  # the task's own columns (pricer: text, price)
+        fmt = own
     else:
-        pricer = f"{ds.text_column!r} and {ds.price_column!r} (pricer), " if task == "pricer" else ""
         raise DataError(
             f"{where} lacks the columns to build prompts: it needs 'prompt' and 'completion', "
-            f"{pricer}{ds.messages_column!r} (chat), {ds.text_column!r} with training.response_template, "
+            f"{task.columns_hint(ds)}{ds.messages_column!r} (chat), {ds.text_column!r} with "
+            "training.response_template, "
             f"or a dataset.template; {found}."
         )
 
@@ -290,15 +258,12 @@ def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) 
         if not str(item["prompt"]).strip() or not str(item["completion"]).strip():
             dropped["empty prompt or completion"] += 1
             continue
-        if task == "pricer":
-            # The truth: the formatter's, else the price column, else the number in the completion.
-            price = to_price(item["price"]) if "price" in item else to_price(row.get(ds.price_column))
-            if price is None:
-                price = to_price(item["completion"])
-            if price is None:
-                dropped["no usable price"] += 1
+        if task.label is not None:
+            value = task.label_of(item, row, ds)
+            if value is None:
+                dropped[f"no usable {task.label}"] += 1
                 continue
-            item["price"] = price
+            item[task.label] = value
         out.append(item)
     if rows and not out:
         reasons = "; ".join(f"{n} with {why}" for why, n in dropped.most_common())
@@ -382,20 +347,6 @@ def _response_template_formatter(column: str, template: str, rows: list[Row], wh
     return fmt
 
 
-def _pricer_formatter(text_column: str, price_column: str) -> Formatter:
-    def fmt(row: Row) -> Row | str:
-        price = to_price(row.get(price_column))
-        if price is None:
-            return "no usable price"
-        return {
-            "prompt": format_pricer_prompt(_text(row.get(text_column))),
-            "completion": format_pricer_completion(price),
-            "price": price,
-        }
-
-    return fmt
-
-
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -452,15 +403,15 @@ def generation_subset(validation: Any, cfg: SweepConfig) -> list[Row]:
     return seeded_subset(validation, cfg.evaluation.samples, cfg.seed + 1)
 
 
-def _to_dataset(rows: list[Row], with_price: bool, trainer: str = "sft") -> Dataset:
+def _to_dataset(rows: list[Row], label: str | None, trainer: str = "sft") -> Dataset:
     columns: dict[str, list[Any]] = {
         "prompt": [r["prompt"] for r in rows],
         "completion": [r["completion"] for r in rows],
     }
     features = {"prompt": Value("string"), "completion": Value("string")}
-    if with_price:
-        columns["price"] = [float(r["price"]) for r in rows]
-        features["price"] = Value("float64")
+    if label is not None:  # the task's label (pricer: price)
+        columns[label] = [float(r[label]) for r in rows]
+        features[label] = Value("float64")
     if trainer == "sft":
         return Dataset.from_dict(columns, features=Features(features))
     # dpo: chosen/rejected; grpo: the columns reward functions read (their types inferred from the rows)

@@ -9,21 +9,17 @@ trl, harness's evaluation and the reward functions all see the same text:
 A row that does not fit is an error naming its index and the columns found: a preference file that lost
 its `rejected` column must not train on half a format.
 
-The builtin pricer data becomes pairs here too: chosen = the true price, rejected = a plausible wrong one.
+(The builtin pricer data as pairs, and the price every pricer row needs, are harness.tasks.pricer's.)
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from harness.errors import DataError
-from harness.tasks.pricer import to_price
 
 Row = dict[str, Any]
 PREFERENCE = ("chosen", "rejected")
-# Factors for the builtin pairs' wrong price: far enough to be in the pricer's red band (>= 40% off).
-WRONG_FACTORS = (0.3, 0.45, 0.55, 1.7, 2.0, 2.6)
 
 
 def detect(trainer: str, fmt: str) -> str:
@@ -95,23 +91,6 @@ def _prompt_only(i: int, row: Row, tokenizer: Any, where: str) -> Row:
     return {**extra, "prompt": prompt, "completion": reference if isinstance(reference, str) else ""}
 
 
-def with_prices(rows: list[Row], price_column: str, where: str) -> list[Row]:
-    """Pricer rows: the true price from the price column, else the reference answer (GRPO's
-    price_accuracy and the task metrics need it); rows without one are left out."""
-    out = []
-    for row in rows:
-        price = to_price(row.get(price_column))
-        price = price if price is not None else to_price(row.get("completion"))
-        if price is not None:
-            out.append({**row, "price": price})
-    if rows and not out:
-        raise DataError(
-            f"{where}: no row has a usable price (a {price_column!r} column, or a number in the chosen or "
-            "reference answer); the pricer task needs one."
-        )
-    return out
-
-
 def _same_shape(pair: Row) -> bool:
     """All strings, or all message lists."""
     kinds = {str if isinstance(v, str) else list if isinstance(v, list) else None for v in pair.values()}
@@ -139,25 +118,3 @@ def _columns(rows: list[Row]) -> list[str]:
     for r in rows:
         seen.update(dict.fromkeys(r))
     return list(seen)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The builtin pricer data as preference pairs
-
-
-def wrong_price(price: float, key: str) -> float:
-    """A plausible wrong price for `price`, fixed by `key` (a hash: the same on every run and machine), and
-    always outside the pricer's green and orange bands (> $80 and > 40% off), so it is truly worse."""
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-    wrong = price * WRONG_FACTORS[h % len(WRONG_FACTORS)]
-    if abs(wrong - price) <= 80:  # cheap items: a factor alone stays close in dollars
-        wrong = price + 81 + h % 120 if h % 2 or price < 160 else price - 81 - h % 40
-    return float(max(1, round(wrong)))
-
-
-def pricer_pairs(rows: list[Row], completion: Any) -> list[Row]:
-    """prompt/completion/price rows -> preference rows: chosen is the true price, rejected a wrong one."""
-    return [
-        {**r, "chosen": r["completion"], "rejected": completion(wrong_price(float(r["price"]), r["prompt"]))}
-        for r in rows
-    ]

@@ -8,7 +8,7 @@ start); trial 20 runs the same config as trial 2, so any difference between thei
 behind. Target <= 2%: a shared base, adapters unloaded, nothing accumulating.
 
 gpu_qlora_vs_bf16_lora_peak (only where CUDA is present, otherwise printed as SKIP): peak CUDA memory
-(torch.cuda.max_memory_allocated) of harness's own trial path (fixtures.get + recipe.finetune) on a
+(torch.cuda.max_memory_allocated) of harness's own trial path (session.get + recipe.finetune) on a
 ~1.06B-parameter Llama built locally from a config with random weights (saved once as bf16 safetensors),
 4-bit NF4 QLoRA against bf16 LoRA, each in its own child process, a few steps of batch 4 at
 max_seq_length 112. Target <= 40%. (The CPU 4-bit-vs-fp32 RSS figure this replaces measured
@@ -66,6 +66,7 @@ def growth(tmp: str, n_trials: int = N_TRIALS, budget: list[str] | None = None) 
     """One worker, n_trials alternating CONFIGS: [{"number", "peak_rss_mb", "rss_mb", "params"}, ...]."""
     from rich.console import Console
 
+    from harness.core import attrs
     from harness.study import resume
     from harness.study import storage as st
     from harness.study.run import run_sweep
@@ -82,8 +83,8 @@ def growth(tmp: str, n_trials: int = N_TRIALS, budget: list[str] | None = None) 
         {
             "number": t.number,
             "state": t.state.name,
-            "peak_rss_mb": t.user_attrs.get("peak_rss_mb"),
-            "rss_mb": t.user_attrs.get("rss_mb"),
+            "peak_rss_mb": t.user_attrs.get(attrs.PEAK_RSS_MB),
+            "rss_mb": t.user_attrs.get(attrs.RSS_MB),
             "params": t.params,
         }
         for t in sorted(outcome.study.trials, key=lambda t: t.number)
@@ -122,7 +123,7 @@ def gpu_child(quantization: str) -> None:
 
     from harness.core.spec import TrialSpec
     from harness.study.run import quiet_libraries
-    from harness.trial import fixtures
+    from harness.trial import session
     from harness.trial.recipe import finetune
 
     quiet_libraries()
@@ -142,7 +143,7 @@ def gpu_child(quantization: str) -> None:
             "evaluation.samples=0",
             "early_stopping.patience=0",
         )
-        shared = fixtures.get(cfg)
+        shared = session.get(cfg)
         weights = shared.model.get_memory_footprint() / 2**20
         torch.cuda.reset_peak_memory_stats()
         spec = TrialSpec.build(cfg, {"r": 16, "lora_alpha_multiple": 2}, 0, Path(tmp) / "trial-0000")

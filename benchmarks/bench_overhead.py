@@ -87,11 +87,11 @@ class Clock:
             return orig_batches(trainer, *a, **k)
 
         # Diagnostics only (not subtracted): where the "other" time goes.
-        import harness.trial.fixtures as fixtures
+        from harness.trial import session
 
         self.parts: dict[str, float] = {}
         for owner, name, key in (
-            (fixtures, "get", "load+tokenize"),
+            (session, "get", "load+tokenize"),
             (common, "save_checkpoint", "checkpoints"),  # looked up where EvalLoop calls it
             (SFTTrainer, "__init__", "Trainer init"),
         ):
@@ -152,8 +152,9 @@ def warm_up_imports() -> None:
 def main() -> list[str]:
     from rich.console import Console
 
+    from harness.core import attrs
     from harness.study.run import run_sweep
-    from harness.trial import fixtures
+    from harness.trial import cache
 
     setup_torch()
     warm_up_imports()
@@ -175,14 +176,14 @@ def main() -> list[str]:
         clock.install()
         log = io.StringIO()
         try:
-            fixtures.clear_session()
+            cache.clear_session()
             t0 = time.perf_counter()
             outcome = run_sweep(cfg, console=Console(file=log, highlight=False, width=200))
             wall = time.perf_counter() - t0
         finally:
             clock.uninstall()
     trials = outcome.study.trials
-    durations = [t.user_attrs.get("duration_s", 0.0) for t in trials]
+    durations = [attrs.duration_s(t) or 0.0 for t in trials]
     states = [t.state.name for t in trials]
     other = wall - clock.train - clock.eval
     share = 100.0 * other / wall

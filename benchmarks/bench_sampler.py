@@ -29,14 +29,13 @@ from benchmarks.common import ROOT, load_avg, result_line, sweep_config
 TARGET_MS = 20.0
 N_TRIALS = 1000
 EVALS_PER_TRIAL = 6
-# What a CPU trial's ResourceMonitor measured (objective.record writes the measured ones).
-RESOURCES = {"peak_rss_mb": 812.4, "rss_mb": 640.2, "cuda_peak_allocated_mb": None, "cuda_util": None}
 
 
 def run(storage: str | None, tmp: str, n_trials: int = N_TRIALS) -> tuple[float, float]:
     """(mean ms per trial, mean ms per trial over the last 100) for n_trials on one storage."""
     import optuna
 
+    from harness.core import attrs
     from harness.core.spec import TrialResult
     from harness.study import resume
     from harness.study import space as search_space
@@ -47,6 +46,13 @@ def run(storage: str | None, tmp: str, n_trials: int = N_TRIALS) -> tuple[float,
     url = st.storage_url(cfg, storage)
     study = resume.open_study(cfg, st.open_storage(url), url)
     stamps: list[float] = []
+    # What a CPU trial's ResourceMonitor measured (objective.record writes the measured ones).
+    resources = {
+        attrs.PEAK_RSS_MB: 812.4,
+        attrs.RSS_MB: 640.2,
+        attrs.CUDA_PEAK_ALLOCATED_MB: None,
+        attrs.CUDA_UTIL: None,
+    }
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space.suggest(trial, cfg.parameters)
@@ -58,7 +64,7 @@ def run(storage: str | None, tmp: str, n_trials: int = N_TRIALS) -> tuple[float,
                 raise optuna.TrialPruned()
         metrics = {"eval_loss": value, "perplexity": math.exp(value)}
         result = TrialResult(value=value, metrics=metrics, best_step=1, steps_run=1, duration_s=0.0)
-        record(trial, result, RESOURCES)
+        record(trial, result, resources)
         return value
 
     def stamp(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

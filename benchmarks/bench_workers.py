@@ -92,7 +92,9 @@ def timed_run(results: Path, name: str, extra: list[str], threads: int) -> float
 def completed(results: Path, name: str) -> list[tuple]:
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{results}/{name}/study.db")
+    from harness.core import trialdir
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{trialdir.study_db(results / name)}")
     return sorted(tuple(sorted(t.params.items())) for t in study.trials if t.state.name == "COMPLETE")
 
 
@@ -122,6 +124,8 @@ def storage_overhead(workers: int) -> tuple[float, float, int]:
     """(ms a worker spends per trial, trials per second, trials) for `workers` processes on one study."""
     import optuna
 
+    from harness.core import trialdir
+
     total = workers * STORAGE_TRIALS_PER_WORKER
     with tempfile.TemporaryDirectory(prefix="bench-p6s-") as tmp:
         storage_worker(tmp, 1)  # the study and its schema exist before the clock starts
@@ -133,7 +137,8 @@ def storage_overhead(workers: int) -> tuple[float, float, int]:
         for p in procs:
             p.join()
         wall = time.perf_counter() - t0
-        study = optuna.load_study(study_name="p6-storage", storage=f"sqlite:///{tmp}/p6-storage/study.db")
+        db = trialdir.study_db(Path(tmp) / "p6-storage")
+        study = optuna.load_study(study_name="p6-storage", storage=f"sqlite:///{db}")
         n = len(study.trials) - 1
     # Process start (imports) is paid once per worker, not per trial: measured and taken off.
     return 1000.0 * (wall - STARTUP_S[0]) * workers / n, n / (wall - STARTUP_S[0]), n

@@ -156,7 +156,9 @@ class StepBudget:
         self.budget, self.spent = budget, 0
 
     def __call__(self, study: Any, trial: Any) -> None:
-        self.spent += int(trial.user_attrs.get("steps_run", 0))
+        from harness.core import attrs
+
+        self.spent += attrs.steps_run(trial) or 0
         if self.spent >= self.budget:
             study.stop()
 
@@ -174,12 +176,12 @@ def last_eval(folder: Path, metric: str) -> float | None:
 def run_harness(method: str, seed: int, s: Settings, results: str) -> dict[str, Any]:
     from rich.console import Console
 
-    from harness.core import trialdir
+    from harness.core import attrs, trialdir
     from harness.study.run import run_sweep
-    from harness.trial import fixtures
+    from harness.trial import cache
 
     cfg = method_config(results, method, seed, s)
-    fixtures.clear_session()  # nothing loaded: the base model load and tokenization are on the clock
+    cache.clear_session()  # nothing loaded: the base model load and tokenization are on the clock
     start = dt.datetime.now()
     t0 = time.perf_counter()
     outcome = run_sweep(cfg, console=Console(file=io.StringIO()), callbacks=[StepBudget(s.budget_steps)])
@@ -196,7 +198,7 @@ def run_harness(method: str, seed: int, s: Settings, results: str) -> dict[str, 
         trials.append(
             {
                 "t": (t.datetime_complete - start).total_seconds(),
-                "steps": int(t.user_attrs.get("steps_run", 0)),
+                "steps": attrs.steps_run(t) or 0,
                 "state": t.state.name,
                 "value": value,
                 "params": t.params,
@@ -210,6 +212,7 @@ def run_hf(seed: int, s: Settings, results: str) -> dict[str, Any]:
     import optuna
     import torch
     from datasets import Dataset
+    from harness.trial.fixtures import _subset, keep_4bit_layout_trainable, tokenize_rows
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import (
         AutoModelForCausalLM,
@@ -226,7 +229,6 @@ def run_hf(seed: int, s: Settings, results: str) -> dict[str, Any]:
     from harness.core.spec import TrialSpec
     from harness.study import space as search_space
     from harness.trial.datasets import load_splits
-    from harness.trial.fixtures import _subset, keep_4bit_layout_trainable, tokenize_rows
 
     cfg = method_config(results, "hf", seed, s)
     path = ensure_tiny_model()

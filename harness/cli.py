@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     study_verb("compare", "several studies side by side (same as report --compare)", many=True)
 
     confirm = study_verb(
-        "confirm", "re-train the best configs with more seeds: mean, spread and 95% interval of each"
+        "confirm", "re-train the best configs with more seeds: mean, spread and 95%% interval of each"
     )
     confirm.add_argument("--top", type=int, default=3, metavar="K", help="how many best configs (default 3)")
     confirm.add_argument(
@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.core.spec import import_recipe
     from harness.study.workers import Pool, WorkersError
-    from harness.suite.collect import run_path
+    from harness.suite.session import run_path
 
     overrides = list(args.overrides)
     if args.n_trials is not None:
@@ -217,7 +217,7 @@ def _print_written(console: Console, paths: Sequence[Path]) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
-    from harness.study import confirm
+    from harness.suite import confirm
 
     return confirm.confirm_target(
         args.study, args.top, args.seeds, args.results_dir or "results", args.storage, console, test=args.test

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-import pg
-import pytest
-import torch
-from helpers import TINY, journal, sweep
-
 # `make test` runs two xdist workers on two cores: one intra-op thread each. Oversubscribed torch threads
-# slow CPU training by an order of magnitude here.
-torch.set_num_threads(1)
+# slow CPU training by an order of magnitude here. torch reads this when it is first imported (a test
+# that needs it, not this file: the study-side tests never load torch).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pg  # noqa: E402
+import pytest  # noqa: E402
+from helpers import TINY, journal, sweep  # noqa: E402
 
 
 @pytest.fixture

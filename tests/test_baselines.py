@@ -21,7 +21,9 @@ from harness.results import compare, report
 from harness.results import view as studyview
 from harness.study import run as runner
 from harness.study.run import run_sweep
-from harness.sweepfile.expect import check, parse_expectations
+from harness.suite.session import print_summary
+from harness.suite.verdicts import check
+from harness.sweepfile.expect import parse_expectations
 from harness.sweepfile.load import load_sweep
 from harness.tasks import baselines
 from harness.tasks.pricer import price_metrics
@@ -48,7 +50,10 @@ def section(html: str, section_id: str) -> str:
 def test_real_sweep_measures_baselines_on_the_trials_rows_and_shows_them(tiny):
     cfg = tiny("budget.n_trials=1")
     out = io.StringIO()
-    study = run_sweep(cfg, console=Console(file=out, width=250)).study
+    console = Console(file=out, width=250)
+    outcome = run_sweep(cfg, console=console)
+    print_summary(cfg, outcome, console)  # what `sweep run` prints under the last trial
+    study = outcome.study
     stored = study.user_attrs["task_baselines"]
     assert list(stored) == ["mean", "median", "bag_of_words"]
 
@@ -199,6 +204,9 @@ def test_text_baselines_and_a_registered_one(tmp_path, monkeypatch):
 def test_summary_without_baselines_is_unchanged(tmp_path: Path):
     cfg = sweep(tmp_path, "budget.n_trials=1", "evaluation.samples=0")
     out = io.StringIO()
-    study = run_sweep(cfg, recipe=FakeRecipe(extra={"mae": 5.0}), console=Console(file=out, width=200)).study
+    console = Console(file=out, width=200)
+    outcome = run_sweep(cfg, recipe=FakeRecipe(extra={"mae": 5.0}), console=console)
+    print_summary(cfg, outcome, console)
+    study = outcome.study
     assert "task_baselines" not in study.user_attrs and "| baselines:" not in out.getvalue()
     assert not (cfg.study_dir / "baselines.jsonl").exists()

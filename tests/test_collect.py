@@ -18,8 +18,9 @@ from harness.cli import main
 from harness.errors import ConfigError
 from harness.study import run as runner
 from harness.suite import collect
-from harness.suite.collect import KeywordExpr, find_sweep_files
-from harness.trial import fixtures
+from harness.suite.collect import find_sweep_files
+from harness.suite.keywords import KeywordExpr
+from harness.trial import cache
 
 
 @pytest.fixture
@@ -231,12 +232,12 @@ def test_base_model_is_built_once_for_several_trials_and_sweeps(tmp_path, capsys
     }
     write_sweep(tmp_path / "sweeps", "first", **tiny)
     write_sweep(tmp_path / "sweeps", "second", seed=7, **tiny)  # differs elsewhere: still the same base
-    fixtures.clear_session()  # count from zero even if an earlier test built these in this process
-    before = Counter(fixtures.BUILDS)
+    cache.clear_session()  # count from zero even if an earlier test built these in this process
+    before = Counter(cache.BUILDS)
     code = main(["run", str(tmp_path / "sweeps"), "--results-dir", str(tmp_path / "results")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert last_line(out) == "2 passed, 0 failed"
     assert out.count("done  eval_loss") == 4  # 2 sweeps x 2 trials really trained
-    built = fixtures.BUILDS - before
+    built = cache.BUILDS - before
     assert built["base_model"] == 1 and built["tokenizer"] == 1 and built["splits"] == 1

@@ -14,12 +14,13 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.cli import main
+from harness.core import attrs
 from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import HarnessError
 from harness.study import confirm, failures, noise, ranking
 from harness.study import storage as st
 from harness.study.run import run_sweep
-from harness.suite.collect import run_path
+from harness.suite.session import run_path
 
 
 class Noisy:
@@ -85,7 +86,7 @@ def test_confirm_adds_top_times_seeds_repeats_that_do_not_count_and_are_never_pr
     trials = out.study.get_trials(deepcopy=False)
     repeats = [t for t in trials if noise.is_repeat(t)]
     assert (out.added, out.ran, len(trials)) == (4, 4, 9)
-    assert sorted((noise.repeat_of(t), t.user_attrs["repeat_index"]) for t in repeats) == sorted(
+    assert sorted((attrs.repeat_of(t), t.user_attrs["repeat_index"]) for t in repeats) == sorted(
         (n, k) for n in best_two for k in (1, 2)
     )
     assert all(t.state == TrialState.COMPLETE for t in repeats)
@@ -96,7 +97,7 @@ def test_confirm_adds_top_times_seeds_repeats_that_do_not_count_and_are_never_pr
     by_number = {t.number: t for t in trials}
     for t in repeats:
         k = t.user_attrs["repeat_index"]
-        original = by_number[noise.repeat_of(t)]
+        original = by_number[attrs.repeat_of(t)]
         assert t.params == original.params
         assert t.user_attrs["seed"] == original.user_attrs["seed"] + confirm.SEED_STRIDE * k
         assert t.user_attrs["data_seed"] == cfg.seed + k
@@ -171,8 +172,8 @@ def test_two_confirms_that_queued_the_same_repeats_train_each_once(tmp_path):
     study = swept(tmp_path, recipe)
     cfg = sweep(tmp_path, "budget.n_trials=5", "early_terminate.type=median")
     chosen = confirm.targets(study, 1)
-    for attrs in confirm.owed(study, chosen, 2, cfg.seed) * 2:  # both "workers" queued the pair
-        study.enqueue_trial(chosen[0].params, user_attrs=attrs)
+    for owed in confirm.owed(study, chosen, 2, cfg.seed) * 2:  # both "workers" queued the pair
+        study.enqueue_trial(chosen[0].params, user_attrs=owed)
     before = len(recipe.specs)
     out = confirm.run_confirm(cfg, 1, 2, url=st.storage_url(cfg), recipe=recipe, console=console())
     assert len(recipe.specs) - before == 2

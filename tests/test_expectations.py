@@ -9,8 +9,8 @@ from helpers import FakeRecipe, sweep
 
 from harness.errors import ConfigError
 from harness.study.run import run_sweep
-from harness.suite.collect import check_study
-from harness.sweepfile.expect import Condition, Expectation, check, parse_expectations
+from harness.suite.verdicts import check, check_study
+from harness.sweepfile.expect import Condition, Expectation, parse_expectations
 from harness.sweepfile.load import load_sweep
 
 

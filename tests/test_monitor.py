@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import FakeRecipe, sweep
 
-from harness.core import trialdir
+from harness.core import attrs, trialdir
 from harness.study.run import run_sweep
 from harness.trial import monitor
 from harness.trial.monitor import ResourceMonitor
@@ -133,7 +133,7 @@ def test_figures_go_to_user_attrs_and_metrics_json(tmp_path):
         saved = json.loads((trialdir.trial_dir(cfg.study_dir, t.number) / "metrics.json").read_text())
         assert saved["state"] == "COMPLETE" and saved["value"] == 1.0  # what write_result put there stays
         assert saved["resources"]["peak_rss_mb"] == t.user_attrs["peak_rss_mb"]
-        assert set(saved["resources"]) == set(monitor.FIELDS)
+        assert set(saved["resources"]) == set(attrs.RESOURCES)
 
 
 def test_record_never_raises():

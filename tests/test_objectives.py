@@ -19,7 +19,8 @@ from harness.results import view as studyview
 from harness.results.view import trials_table
 from harness.study import ranking, resume
 from harness.study.run import run_sweep
-from harness.suite.collect import check_study
+from harness.suite.session import print_summary
+from harness.suite.verdicts import check_study
 from harness.sweepfile.expect import parse_expectations
 from harness.sweepfile.load import load_sweep
 
@@ -154,7 +155,10 @@ def test_single_objective_fingerprint_is_unchanged(tmp_path):
 def test_sweep_end_prints_baseline_and_before_after(tmp_path):
     cfg = sweep(tmp_path, "budget.n_trials=2", "metric.name=mae")
     out = io.StringIO()
-    study = run_sweep(cfg, recipe=trade_off_recipe, console=Console(file=out, width=200)).study
+    console = Console(file=out, width=200)
+    outcome = run_sweep(cfg, recipe=trade_off_recipe, console=console)
+    print_summary(cfg, outcome, console)  # what `sweep run` prints under the last trial
+    study = outcome.study
     assert study.user_attrs["baseline_metrics"]["eval_loss"] == 6.0
     best = study.best_trial
     text = out.getvalue()

@@ -23,7 +23,7 @@ def quiet() -> Console:
 
 def stored(root: Path, name: str = "pricer") -> dict:
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{root}/{name}/study.db")
-    return study.user_attrs[provenance.ATTR]
+    return study.user_attrs["provenance"]  # the stored format: user attr `provenance`
 
 
 def test_the_shipped_base_is_the_pinned_bytes_and_the_study_records_them(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.core.spec import TrialSpec
-from harness.trial import fixtures
+from harness.trial import cache, session
 from harness.trial.recipe import adapter_state, finetune, lora_config
 
 
@@ -32,7 +32,7 @@ def base_params(model) -> dict[str, torch.Tensor]:
 
 def test_trial_trains_lora_on_a_4bit_base_and_leaves_the_base_unchanged(tiny, tmp_path):
     cfg = tiny()
-    fx = fixtures.get(cfg)
+    fx = session.get(cfg)
     linears = [m for m in fx.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linears, "base Linear layers must be bitsandbytes Linear4bit (QLoRA)"
     assert all(m.weight.quant_type == "nf4" for m in linears)
@@ -83,26 +83,26 @@ def test_trial_trains_lora_on_a_4bit_base_and_leaves_the_base_unchanged(tiny, tm
 def test_trial_results_do_not_depend_on_what_ran_before(tiny, tmp_path):
     """Isolation: with the same seed, a trial's metrics are identical first or after other trials."""
     cfg = tiny("budget.max_steps=8")
-    fx = fixtures.get(cfg)
-    builds = fixtures.BUILDS["base_model"]
+    fx = session.get(cfg)
+    builds = cache.BUILDS["base_model"]
     first = finetune(spec_for(cfg, tmp_path, 5, learning_rate=1e-3, r=4), fx)
     finetune(spec_for(cfg, tmp_path, 6, learning_rate=3e-3, r=16, lora_dropout=0.1), fx)
     again = finetune(spec_for(cfg, tmp_path, 5, learning_rate=1e-3, r=4), fx)
     assert again.history == first.history
     assert again.metrics == first.metrics
-    assert fixtures.BUILDS["base_model"] == builds, "a trial must not reload the base model"
+    assert cache.BUILDS["base_model"] == builds, "a trial must not reload the base model"
 
 
 def test_pruning_hook_stops_the_trial(tiny, tmp_path):
     cfg = tiny()
-    result = finetune(spec_for(cfg, tmp_path), fixtures.get(cfg), lambda step, m: step >= 4)
+    result = finetune(spec_for(cfg, tmp_path), session.get(cfg), lambda step, m: step >= 4)
     assert result.pruned and result.steps_run == 4 and len(result.history) == 1
 
 
 def test_early_stopping_stops_when_the_metric_stalls(tiny, tmp_path):
     # lr so small nothing improves by the threshold: patience 1 ends the trial at the second eval.
     cfg = tiny("early_stopping.patience=1", "early_stopping.threshold=0.5")
-    result = finetune(spec_for(cfg, tmp_path, learning_rate=1e-6), fixtures.get(cfg))
+    result = finetune(spec_for(cfg, tmp_path, learning_rate=1e-6), session.get(cfg))
     assert result.stopped_early and result.steps_run == 8
     # The trial's best is the true best of its evals, even a gain smaller than the threshold.
     losses = [h["eval_loss"] for h in result.history]
@@ -117,7 +117,7 @@ def test_value_best_step_and_adapter_follow_the_true_best_not_the_threshold(tiny
     from harness.trial.evaluation import token_nll
 
     cfg = tiny("early_stopping.patience=10", "early_stopping.threshold=1.0")
-    fx = fixtures.get(cfg)
+    fx = session.get(cfg)
     result = finetune(spec_for(cfg, tmp_path, learning_rate=2e-3), fx, save_adapter_to=tmp_path / "a")
     losses = [h["eval_loss"] for h in result.history]
     assert [h["step"] for h in result.history] == [4, 8, 12]
@@ -139,7 +139,7 @@ def test_value_best_step_and_adapter_follow_the_true_best_not_the_threshold(tiny
 
 def test_threshold_counts_small_gains_as_no_improvement_for_patience(tiny, tmp_path):
     cfg = tiny("early_stopping.patience=1", "early_stopping.threshold=3.0")
-    result = finetune(spec_for(cfg, tmp_path, learning_rate=2e-3), fixtures.get(cfg))
+    result = finetune(spec_for(cfg, tmp_path, learning_rate=2e-3), session.get(cfg))
     losses = [h["eval_loss"] for h in result.history]
     # Step 8 improves on step 4, by less than 3.0: a bad eval for patience, yet the new best.
     assert 0 < losses[0] - losses[1] < 3.0

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from harness.trial import evaluation as ev
-from harness.trial import fixtures as fx
+from harness.trial import prepare
 from harness.trial.tokens import IGNORE_INDEX, encode, encode_batch, encode_completions, encode_prompts
 
 COLORS = ["Red", "Blue", "Green", "Black", "Silver", "Yellow"]
@@ -111,7 +111,7 @@ def test_training_and_eval_label_the_same_tokens(tok, size, truncation) -> None:
     # short: the median row fits, two longer ones do not (one of them with a prompt longer than that)
     max_length = 64 if size == "long" else sorted(e.length for e in whole)[len(ROWS) // 2]
     rows = Dataset.from_list(ROWS)
-    train = fx.tokenize_rows(rows, tok, max_length, completion_only=True, truncation=truncation)
+    train = prepare.tokenize_rows(rows, tok, max_length, completion_only=True, truncation=truncation)
     pairs = list(zip(train["input_ids"], train["labels"], strict=True))
     assert len(pairs) == len(ROWS)  # one entry per row, dropped or not
     # the rows training keeps (fixtures: those with a completion token)
@@ -167,7 +167,7 @@ def test_prompt_ids_are_what_generation_feeds(tok) -> None:
     m = Recorder()
     prompts = [r["prompt"] for r in ROWS]
     assert ev.generate(m, tok, prompts, max_new_tokens=3, batch_size=2) == [""] * len(ROWS)
-    train = fx.tokenize_rows(Dataset.from_list(ROWS), tok, 128, completion_only=True)
+    train = prepare.tokenize_rows(Dataset.from_list(ROWS), tok, 128, completion_only=True)
     trained_prompts = [_prompt_part(*pair) for pair in zip(train["input_ids"], train["labels"], strict=True)]
     assert sorted(m.seen) == sorted(trained_prompts)
     assert sorted(m.seen) == sorted(tok(prompts)["input_ids"])  # the prompt tokenized alone, BOS included

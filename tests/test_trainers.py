@@ -18,7 +18,7 @@ from harness.study.run import real_recipe, run_sweep
 from harness.sweepfile.load import load_sweep
 from harness.tasks import pricer as prices
 from harness.tasks import rewards
-from harness.trial import fixtures, formats
+from harness.trial import formats, session
 from harness.trial.recipe import finetune, fresh_adapter_metrics
 
 DPO_TINY = [
@@ -58,7 +58,7 @@ def assert_base_restored(fx, outputs_before):
 
 def test_a_dpo_trial_ranks_chosen_above_rejected_and_leaves_the_base_unchanged(tmp_path):
     cfg = dpo(tmp_path)
-    fx = fixtures.get(cfg)
+    fx = session.get(cfg)
     before = base_outputs(fx)
     spec = TrialSpec.build(
         cfg, {"learning_rate": 3e-3, "beta": 0.1, "loss_type": "sigmoid"}, 0, tmp_path / "t0"
@@ -82,7 +82,7 @@ def test_a_dpo_trial_ranks_chosen_above_rejected_and_leaves_the_base_unchanged(t
 
 def test_a_grpo_trial_raises_the_validation_reward_and_leaves_the_base_unchanged(tmp_path):
     cfg = grpo(tmp_path)
-    fx = fixtures.get(cfg)
+    fx = session.get(cfg)
     before = base_outputs(fx)
     params = {"learning_rate": 5e-3, "num_generations": 4, "temperature": 1.0, "beta": 0.04, "r": 8}
     spec = TrialSpec.build(cfg, params, 0, tmp_path / "t0")

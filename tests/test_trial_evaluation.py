@@ -15,6 +15,7 @@ from rich.console import Console
 from harness.cli import main
 from harness.core import trialdir
 from harness.study.run import run_sweep
+from harness.suite.session import print_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICE_METRICS = ("mae", "rmsle", "hit_rate", "r2", "unparseable_rate")
@@ -23,7 +24,10 @@ PRICE_METRICS = ("mae", "rmsle", "hit_rate", "r2", "unparseable_rate")
 def test_pricer_sweep_can_minimise_mae_and_records_before_after(tiny, tmp_path):
     cfg = tiny("metric.name=mae", "metric.goal=minimize", "budget.n_trials=1")
     out = io.StringIO()
-    study = run_sweep(cfg, console=Console(file=out, width=200)).study
+    console = Console(file=out, width=200)
+    outcome = run_sweep(cfg, console=console)
+    print_summary(cfg, outcome, console)  # what `sweep run` prints (and writes) under the last trial
+    study = outcome.study
     assert study.direction.name == "MINIMIZE" and study.user_attrs["metric"] == "mae"
     (trial,) = study.get_trials(states=(TrialState.COMPLETE,))
     folder = trialdir.trial_dir(cfg.study_dir, trial.number)

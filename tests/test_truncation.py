@@ -11,11 +11,11 @@ import pytest
 import torch
 from rich.console import Console
 
+from harness.core.lengths import lines, suggested_length
 from harness.core.spec import TrialSpec
 from harness.study.run import run_sweep
-from harness.trial import fixtures as fx
+from harness.trial import session
 from harness.trial.datasets import load_splits
-from harness.trial.lengths import lines, suggested_length
 from harness.trial.recipe import score
 from harness.trial.tokens import IGNORE_INDEX, encode_completions, encode_prompts
 
@@ -61,7 +61,7 @@ def test_long_rows_keep_their_answer_in_training_eval_and_generation(tiny, tmp_p
     cfg = tiny(
         f"training.max_seq_length={n}", f"training.truncation={truncation}", "dataset.max_eval_rows=1000"
     )
-    f = fx.get(cfg)
+    f = session.get(cfg)
     tok = f.tokenizer
     data = load_splits(cfg, tok)
     tail = encode_completions(tok, [TAIL])[0]  # how the last line reads after the description
@@ -118,7 +118,7 @@ def test_a_run_reports_how_rows_fit_and_stores_it(tiny):
     out = io.StringIO()
     study = run_sweep(cfg, console=Console(file=out, width=300)).study
     stored = study.user_attrs["data_lengths"]
-    f = fx.get(cfg)
+    f = session.get(cfg)
     data = load_splits(cfg, f.tokenizer)
     for split, ds in data.as_dict().items():
         lengths = sorted(len(p) + len(a) for p, a in _whole(f.tokenizer, ds.to_list()))

@@ -11,13 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import ConfigError
 from harness.sweepfile.schema import SweepConfig, TrainingConfig
-
-if TYPE_CHECKING:
-    from harness.tasks.baselines import Measured
 
 
 @dataclass(frozen=True)
@@ -87,6 +84,18 @@ class TrialResult:
         return d
 
 
+@dataclass
+class Measured:
+    """Task baselines measured on the rows trials are scored on (harness.tasks.baselines.measure)."""
+
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    """name -> metrics (stored as the study user attr `task_baselines`)."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """One per eval row: prompt, reference (price_true for pricer) and each baseline's answer."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """name -> why it could not be measured (a baseline is context: it never stops a sweep)."""
+
+
 # on_eval(step, metrics) -> True to stop the trial now (pruned). The objective supplies it.
 OnEval = Callable[[int, dict[str, float]], bool]
 
@@ -107,7 +116,7 @@ class MeasuresBaseline(Protocol):
 
 @runtime_checkable
 class ReportsData(Protocol):
-    """Optional: a recipe that can say how the rows fit max_seq_length, per split (harness.trial.lengths),
+    """Optional: a recipe that can say how the rows fit max_seq_length, per split (harness.core.lengths),
     printed when a run starts and stored in the study (user attr `data_lengths`)."""
 
     def data_report(self) -> dict[str, dict[str, Any]]: ...

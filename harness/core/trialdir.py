@@ -1,5 +1,6 @@
 """The one owner of the trial folder format; every path and file name below a study folder is made here.
 
+results/<study>/study.db       the default storage (SQLite), when the sweep file names none (study_db)
 results/<study>/trial-0007/
   params.json          sampled params and the full training settings used (write_params)
   metrics.json         state, value, best step, history, resources: written once, when the trial ends
@@ -34,6 +35,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+STUDY_DB = "study.db"
 CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
 BEST_ADAPTER = "best-adapter"
@@ -47,8 +49,18 @@ ADAPTER_FILE, BEST_FILE, LOOP_FILE, STATE_FILE = (
 )
 
 
+def trial_name(number: int) -> str:
+    """`trial-0007`: the trial's folder, and its name wherever a trial is named by folder (tracking runs)."""
+    return f"trial-{number:04d}"
+
+
 def trial_dir(study_dir: Path, number: int) -> Path:
-    return study_dir / f"trial-{number:04d}"
+    return study_dir / trial_name(number)
+
+
+def study_db(study_dir: Path) -> Path:
+    """results/<study>/study.db: the default SQLite storage."""
+    return Path(study_dir) / STUDY_DB
 
 
 def checkpoint_dir(trial_folder: Path) -> Path:

@@ -16,7 +16,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from harness.core import trialdir
+from harness.core import attrs, provenance, trialdir
 from harness.errors import HarnessError
 from harness.results import comparison, plots
 from harness.results.plots import Section
@@ -30,7 +30,6 @@ from harness.results.report import (
 )
 from harness.results.view import StudyData, counts_by_state, counts_text, load_study_data, text_if_mixed
 from harness.study import ranking
-from harness.trial import provenance
 
 # ----------------------------------------------------------------------------------------------------
 # Comparing studies
@@ -50,12 +49,12 @@ def compare_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
             **{s.lower(): counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
             "best_trial": best.number if best else None,
             "best_value": ranking.primary_value(best) if best else None,
-            "best_step": best.user_attrs.get("best_step") if best else None,
+            attrs.BEST_STEP: attrs.best_step(best) if best else None,
         }
         row.update({f"param_{k}": v for k, v in (best.params if best else {}).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame.astype({"best_trial": "Int64", "best_step": "Int64", "best_value": "float64"})
+    return frame.astype({"best_trial": "Int64", attrs.BEST_STEP: "Int64", "best_value": "float64"})
 
 
 def baselines_by_study(datas: Sequence[StudyData]) -> pd.DataFrame:
@@ -94,7 +93,7 @@ def all_trials_frame(datas: Sequence[StudyData]) -> pd.DataFrame:
 def provenance_warnings(datas: Sequence[StudyData]) -> list[str]:
     """A warning for each study whose base weights, tokenizer, data or eval subset differ from the first
     study's (harness.trial.provenance): their metric values are then not comparable."""
-    return provenance.compare_warnings([(d.name, d.study.user_attrs.get(provenance.ATTR)) for d in datas])
+    return provenance.compare_warnings([(d.name, attrs.provenance(d.study)) for d in datas])
 
 
 def compare_markdown(datas: Sequence[StudyData]) -> str:

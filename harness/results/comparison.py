@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from harness.core import trialdir
+from harness.core import attrs, trialdir
 from harness.sweepfile.schema import LOSS_METRICS, SweepConfig
 from harness.tasks import baselines, get
 from harness.tasks.baselines import finite
@@ -62,12 +62,12 @@ def summary_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.Froz
     each headline metric of the best trial beside the task baselines, and a warning when it does not beat
     the simplest; where the per-prompt comparison is."""
     lines: list[str] = []
-    baseline = finite(study.user_attrs.get("baseline_metrics"))
+    baseline = finite(attrs.baseline_metrics(study))
     if best is None:
         if "eval_loss" in baseline:
             lines.append(f"eval_loss: untrained {baseline['eval_loss']:.4g} (no complete trial yet)")
         return lines
-    tuned = finite(best.user_attrs.get("metrics"))
+    tuned = finite(attrs.metrics(best))
     # dpo/grpo: their objective (rewards_accuracy, reward: eval_loss is a DPO loss of a chosen loss_type,
     # or absent); sft: eval_loss (a generation objective has its own base -> tuned line below).
     objective = cfg.metric.name
@@ -76,7 +76,7 @@ def summary_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.Froz
         b, t = baseline[name], tuned[name]
         ratio = f" ({t / b:.2f}x)" if b > 0 else ""
         lines.append(f"{name}: untrained {b:.4g} -> best {t:.4g}{ratio}  (trial {best.number})")
-    before = finite(best.user_attrs.get("before_metrics"))
+    before = finite(attrs.before_metrics(best))
     pairs = [f"{n} {before[n]:.4g} -> {tuned[n]:.4g}" for n in headline(cfg) if n in before and n in tuned]
     if pairs:
         lines.append(f"best trial {best.number}: {', '.join(pairs)} (base -> tuned)")
@@ -92,7 +92,7 @@ def baseline_lines(cfg: SweepConfig, study: optuna.Study, best: optuna.trial.Fro
     """`best trial 5: mae 54.84 | baselines: mean 67.16, median 58.31, bag_of_words 14.44, ...` per
     headline metric, then the warning of baselines.verdict when there is one."""
     rungs = baselines.ladder(study.user_attrs)
-    tuned = finite(best.user_attrs.get("metrics"))
+    tuned = finite(attrs.metrics(best))
     lines = []
     for name in headline(cfg):
         shown = [f"{b} {m[name]:.4g}" for b, m in rungs.items() if name in m]
@@ -112,7 +112,7 @@ def baselines_frame(
     rungs = baselines.ladder(user_attrs)
     if not rungs:
         return pd.DataFrame()
-    tuned = finite(best.user_attrs.get("metrics")) if best is not None else {}
+    tuned = finite(attrs.metrics(best)) if best is not None else {}
     metrics = [
         m
         for m in metric_names([objective], get(task).table)
@@ -140,7 +140,7 @@ def baselines_report(
     table = baselines_frame(task, objective, user_attrs, best)
     if best is None:
         return table, None
-    tuned = finite(best.user_attrs.get("metrics"))
+    tuned = finite(attrs.metrics(best))
     return table, baselines.verdict(task, objective, best.number, tuned, baselines.ladder(user_attrs))
 
 

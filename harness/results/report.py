@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness import tasks
-from harness.core import trialdir
+from harness.core import attrs, lengths, provenance, trialdir
 from harness.errors import HarnessError
 from harness.results import comparison, plots
 from harness.results.importance import param_importances
@@ -36,7 +36,6 @@ from harness.results.view import (
 )
 from harness.study import ranking
 from harness.study import storage as st
-from harness.trial import lengths, provenance
 
 FORMATS = ("md", "html", "csv", "parquet")
 TOP_K = 5
@@ -97,7 +96,7 @@ def best_text(data: StudyData) -> str:
     best = data.best()
     if best is None:
         return "no complete trial yet"
-    step = best.user_attrs.get("best_step")
+    step = attrs.best_step(best)
     at = f" at step {step}" if step is not None else ""
     stats = ranking.confirmed(data.study, best)
     if stats is not None:  # chosen by its mean over seeds (sweep confirm)
@@ -136,9 +135,9 @@ def print_summary(data: StudyData, console: Console, importances: dict[str, floa
             if importances
             else f"parameter importances: {why}"
         )
-    for line in [*noise_lines(data.study), *provenance.lines(data.study.user_attrs.get(provenance.ATTR))]:
+    for line in [*noise_lines(data.study), *provenance.lines(attrs.provenance(data.study))]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    for line in lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {}):
+    for line in lengths.lines(data.name, attrs.data_lengths(data.study)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -164,7 +163,7 @@ def summary_frame(data: StudyData) -> pd.DataFrame:
         ("best", best_text(data)),
         ("best params", params_text(best.params) if best else "-"),
         *(("seed noise", line) for line in noise_lines(data.study)),
-        *(("provenance", line) for line in provenance.lines(data.study.user_attrs.get(provenance.ATTR))),
+        *(("provenance", line) for line in provenance.lines(attrs.provenance(data.study))),
     ]
     return pd.DataFrame(rows, columns=["", " "])
 
@@ -185,8 +184,8 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
     noise = noise_lines(data.study)
     if noise:
         lines += ["## Seed noise (sweep confirm)", "", *noise, ""]
-    fit = lengths.lines(data.name, data.study.user_attrs.get("data_lengths") or {})
-    prov = provenance.lines(data.study.user_attrs.get(provenance.ATTR))
+    fit = lengths.lines(data.name, attrs.data_lengths(data.study))
+    prov = provenance.lines(attrs.provenance(data.study))
     lines += ["## Data", "", *([*fit, ""] if fit else []), *[f"- {line}" for line in prov], ""]
     if any(c.startswith("test_") for c in data.frame.columns):
         lines += ["_Columns test_* are measured on the held-out test split (`sweep confirm --test`)._", ""]

@@ -18,6 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import JustifyMethod, RenderableType
 from rich.table import Table
 
+from harness.core import attrs
+from harness.core.display import SHORT
 from harness.errors import StorageError
 from harness.results import plots
 from harness.results import view as sv
@@ -76,7 +78,7 @@ class View:
 
 def collect(study: optuna.Study, now: datetime | None = None) -> View:
     now = now or datetime.now()  # optuna stores naive local times
-    budget = (study.user_attrs.get("config") or {}).get("budget") or {}
+    budget = attrs.config(study).get("budget") or {}
     trials = study.get_trials(deepcopy=False)
 
     running = []
@@ -132,7 +134,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 def params_text(params: dict[str, Any]) -> str:
     """`lr=0.001 r=8 ...` in the report's cell format, with the terminal table's short names."""
-    return " ".join(f"{sv.SHORT.get(k, k)}={plots.fmt_cell(v)}" for k, v in params.items())
+    return " ".join(f"{SHORT.get(k, k)}={plots.fmt_cell(v)}" for k, v in params.items())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ trial took. Read-only: nothing here writes to the storage.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,13 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from harness.core import trialdir
+from harness.core import attrs, trialdir
+from harness.core.display import SHORT, fmt
 from harness.study import noise, ranking
 from harness.study import storage as st
 
-STEP_COLUMNS = ("best_step", "steps_run", "pruned_at")
-RESOURCE_COLUMNS = ("peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb")
+STEP_COLUMNS = (attrs.BEST_STEP, attrs.STEPS_RUN, attrs.PRUNED_AT)
+RESOURCE_COLUMNS = (attrs.PEAK_RSS_MB, attrs.CUDA_PEAK_ALLOCATED_MB, attrs.CUDA_PEAK_RESERVED_MB)
 # Complete trials first, failed ones (and any other state) last.
 
 
@@ -47,7 +48,7 @@ class StudyData:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.study.user_attrs.get("config") or {}
+        return attrs.config(self.study)
 
     @property
     def metric(self) -> str:
@@ -59,7 +60,7 @@ class StudyData:
 
     @property
     def task(self) -> str:
-        return self.study.user_attrs.get("task") or self.config.get("task") or "text"
+        return attrs.task(self.study) or self.config.get("task") or "text"
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states)
@@ -83,8 +84,8 @@ def load_study_data(target: str, results_dir: str = "results", storage: str | No
 
 def metric_name(study: optuna.Study) -> str:
     """The primary metric's name (user attr `metric`, else the stored config's, else "value")."""
-    config = study.user_attrs.get("config") or {}
-    return study.user_attrs.get("metric") or (config.get("metric") or {}).get("name") or "value"
+    stored = study.user_attrs
+    return attrs.metric(stored) or (attrs.config(stored).get("metric") or {}).get("name") or "value"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -104,9 +105,9 @@ def state_rank(name: str) -> int:
 def trial_duration(t: FrozenTrial) -> float | None:
     """The one duration rule: the recipe's own timing when it finished (what `sweep run` printed for the
     trial, without the storage's bookkeeping); storage timestamps for a failed or interrupted trial."""
-    d = t.user_attrs.get("duration_s")
-    if isinstance(d, (int, float)):
-        return float(d)
+    d = attrs.duration_s(t)
+    if d is not None:
+        return d
     if t.datetime_start and t.datetime_complete:
         return (t.datetime_complete - t.datetime_start).total_seconds()
     return None
@@ -136,53 +137,55 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     duration_s, peak memory, fail_reason. Missing values are NaN/<NA>, never invented."""
     trials = study.get_trials(deepcopy=False)
     params = ordered(p for t in trials for p in t.params)
-    metric_names = ordered(m for t in trials for m in (t.user_attrs.get("metrics") or {}))
+    metric_names = ordered(m for t in trials for m in attrs.metrics(t))
     fixed = {
         "number",
         "state",
         "value",
         *STEP_COLUMNS,
-        "duration_s",
+        attrs.DURATION_S,
         *RESOURCE_COLUMNS,
         "worker",
-        "fail_reason",
+        attrs.FAIL_REASON,
         *noise.COLUMNS,
-        noise.REPEAT_OF,
+        attrs.REPEAT_OF,
     }
     # A custom metric called e.g. "value" must not overwrite the objective column.
     metric_cols = {m: (f"metric_{m}" if m in fixed or m.startswith("param_") else m) for m in metric_names}
-    resources = ["peak_rss_mb"] + [c for c in RESOURCE_COLUMNS[1:] if any(c in t.user_attrs for t in trials)]
+    resources = [attrs.PEAK_RSS_MB] + [
+        c for c in RESOURCE_COLUMNS[1:] if any(c in t.user_attrs for t in trials)
+    ]
     confirmed = noise.config_stats(trials)
     columns = [
         "number",
         "state",
         "value",
         *noise.COLUMNS,
-        noise.REPEAT_OF,
+        attrs.REPEAT_OF,
         *(f"param_{p}" for p in params),
         *metric_cols.values(),
         *STEP_COLUMNS,
-        "duration_s",
+        attrs.DURATION_S,
         *resources,
         "worker",
-        "fail_reason",
+        attrs.FAIL_REASON,
     ]
     rows = []
     for t in trials:
-        attrs = t.user_attrs
-        metrics = attrs.get("metrics") or {}
+        stored = t.user_attrs
+        metrics = attrs.metrics(stored)
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": ranking.primary_value(t)}
         stats = confirmed.get(t.number)
         row.update(stats.columns() if stats else dict.fromkeys(noise.COLUMNS))
-        row[noise.REPEAT_OF] = noise.repeat_of(t)
+        row[attrs.REPEAT_OF] = attrs.repeat_of(stored)
         row.update({f"param_{p}": t.params.get(p) for p in params})
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
-        row.update({c: attrs.get(c) for c in STEP_COLUMNS})
-        row["duration_s"] = trial_duration(t)
-        row.update({c: attrs.get(c) for c in resources})
-        row["worker"] = worker_text(attrs)
+        row.update({c: stored.get(c) for c in STEP_COLUMNS})
+        row[attrs.DURATION_S] = trial_duration(t)
+        row.update({c: stored.get(c) for c in resources})
+        row["worker"] = worker_text(stored)
         # Only a failure has a reason (the objective also tags pruned trials that have no value).
-        row["fail_reason"] = attrs.get("fail_reason") if t.state == TrialState.FAIL else None
+        row[attrs.FAIL_REASON] = stored.get(attrs.FAIL_REASON) if t.state == TrialState.FAIL else None
         rows.append(row)
     frame = pd.DataFrame(rows, columns=columns)
     if ranking.is_multi(study):  # which trials are on the Pareto front (no trial is "the" best)
@@ -191,22 +194,22 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return _typed(frame, [f"param_{p}" for p in params], list(metric_cols.values()), resources)
 
 
-def worker_text(attrs: dict[str, Any]) -> str | None:
+def worker_text(stored: Mapping[str, Any]) -> str | None:
     """Who ran a trial: `host:pid (device)` from the user attrs failures.mark_start writes."""
-    worker = f"{attrs.get('host')}:{attrs['pid']}" if "pid" in attrs else None
-    if worker and attrs.get("device"):
-        return f"{worker} ({attrs['device']})"
+    worker = f"{stored.get(attrs.HOST)}:{stored[attrs.PID]}" if attrs.PID in stored else None
+    if worker and stored.get(attrs.DEVICE):
+        return f"{worker} ({stored[attrs.DEVICE]})"
     return worker
 
 
 def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources: list[str]) -> pd.DataFrame:
     """Stable dtypes, so csv/parquet readers and comparisons across studies see the same schema."""
     frame = frame.astype(
-        {"number": "int64", "state": "str", "value": "float64", "worker": "str", "fail_reason": "str"}
+        {"number": "int64", "state": "str", "value": "float64", "worker": "str", attrs.FAIL_REASON: "str"}
     )
-    frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", noise.REPEAT_OF)})
+    frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", attrs.REPEAT_OF)})
     frame = frame.astype({c: "float64" for c in ("value_mean", "value_std", "value_ci95")})
-    frame = frame.astype({c: "float64" for c in ["duration_s", *resources, *metrics]})
+    frame = frame.astype({c: "float64" for c in [attrs.DURATION_S, *resources, *metrics]})
     return text_if_mixed(frame, params)
 
 
@@ -237,29 +240,6 @@ def best_first(data: StudyData) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------------------------
 # The trials table in a terminal: the end of `sweep run`, `sweep status STUDY`, the report's summary
-
-# Short column names so a 10-parameter table fits a terminal.
-SHORT = {
-    "r": "r",
-    "lora_alpha": "alpha",
-    "lora_alpha_multiple": "alpha/r",
-    "lora_dropout": "drop",
-    "learning_rate": "lr",
-    "lr_scheduler_type": "sched",
-    "warmup_ratio": "warm",
-    "per_device_train_batch_size": "bs",
-    "gradient_accumulation_steps": "ga",
-    "optim": "optim",
-    "weight_decay": "wd",
-    "max_grad_norm": "clip",
-}
-
-
-def fmt(v: Any) -> str:
-    """4 significant digits for floats: what a terminal line has room for."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None = None) -> Table:
@@ -296,7 +276,7 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
         table.add_column(SHORT.get(p, p), justify="right")
     any_repeat = any(noise.is_repeat(t) for t in trials)
     for t in sorted(trials, key=ranking.rank_key(study))[:limit]:
-        steps = t.user_attrs.get("steps_run")
+        steps = t.user_attrs.get(attrs.STEPS_RUN)
         dur = trial_duration(t)
         values = t.values or []
         table.add_row(
@@ -305,7 +285,7 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
             *(["★" if t.number in pareto else ""] if multi else []),
             *(fmt(values[i]) if i < len(values) else "-" for i in range(len(names))),
             *([confirmed[t.number].text() if t.number in confirmed else ""] if confirmed else []),
-            *([str(noise.repeat_of(t)) if noise.is_repeat(t) else ""] if any_repeat else []),
+            *([str(attrs.repeat_of(t)) if noise.is_repeat(t) else ""] if any_repeat else []),
             str(steps) if steps is not None else "-",
             f"{dur:.0f}" if dur is not None else "-",
             *(fmt(t.params.get(p, "-")) for p in param_names),

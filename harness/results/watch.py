@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -22,9 +23,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness.core import attrs
+from harness.core.display import fmt
 from harness.errors import HarnessError
 from harness.results.status import View, collect, fmt_duration
-from harness.results.view import fmt, trial_duration, worker_text
+from harness.results.view import trial_duration, worker_text
 from harness.study import ranking
 from harness.study import storage as st
 
@@ -43,20 +46,22 @@ def sparkline(values: list[float], width: int = 24) -> str:
     return "".join(BLOCKS[round((v - lo) / (hi - lo) * top)] for v in vals)
 
 
-def fmt_resources(attrs: dict[str, Any]) -> str:
+def fmt_resources(stored: Mapping[str, Any]) -> str:
     """What the trial's ResourceMonitor stored (harness.trial.monitor), in one short phrase."""
     parts = []
-    if attrs.get("rss_mb") is not None:
-        parts.append(f"rss {attrs['rss_mb']:.0f} MB")
-    if attrs.get("peak_rss_mb") is not None:
-        parts.append(f"peak {attrs['peak_rss_mb']:.0f} MB")
-    if attrs.get("cuda_peak_allocated_mb") is not None:
-        gpu = f"gpu {attrs['cuda_peak_allocated_mb'] / 1024:.1f} GB"
-        if attrs.get("cuda_peak_reserved_mb") is not None:
-            gpu += f" ({attrs['cuda_peak_reserved_mb'] / 1024:.1f} reserved)"
+    rss, peak, util = stored.get(attrs.RSS_MB), stored.get(attrs.PEAK_RSS_MB), stored.get(attrs.CUDA_UTIL)
+    allocated, reserved = stored.get(attrs.CUDA_PEAK_ALLOCATED_MB), stored.get(attrs.CUDA_PEAK_RESERVED_MB)
+    if rss is not None:
+        parts.append(f"rss {rss:.0f} MB")
+    if peak is not None:
+        parts.append(f"peak {peak:.0f} MB")
+    if allocated is not None:
+        gpu = f"gpu {allocated / 1024:.1f} GB"
+        if reserved is not None:
+            gpu += f" ({reserved / 1024:.1f} reserved)"
         parts.append(gpu)
-    if attrs.get("cuda_util") is not None:
-        parts.append(f"util {attrs['cuda_util']:.0f}%")
+    if util is not None:
+        parts.append(f"util {util:.0f}%")
     return " · ".join(parts)
 
 
@@ -133,16 +138,15 @@ def render(view: View, interval: float | None = None) -> RenderableType:
         style = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
         for t in view.recent:
             a = t.user_attrs
+            peak, reserved = a.get(attrs.PEAK_RSS_MB), a.get(attrs.CUDA_PEAK_RESERVED_MB)
             table.add_row(
                 str(t.number),
                 Text(t.state.name.lower(), style=style.get(t.state.name, "")),
                 fmt(ranking.primary_value(t)) if ranking.primary_value(t) is not None else "-",
-                str(a.get("steps_run", "-")),
+                str(a.get(attrs.STEPS_RUN, "-")),
                 fmt_duration(trial_duration(t)),
-                f"{a['peak_rss_mb']:.0f}" if isinstance(a.get("peak_rss_mb"), (int, float)) else "-",
-                f"{a['cuda_peak_reserved_mb']:.0f}"
-                if isinstance(a.get("cuda_peak_reserved_mb"), (int, float))
-                else "-",
+                f"{peak:.0f}" if isinstance(peak, (int, float)) else "-",
+                f"{reserved:.0f}" if isinstance(reserved, (int, float)) else "-",
             )
         lines.append(Text(""))
         lines.append(table)

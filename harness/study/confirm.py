@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
+from harness.core import attrs
 from harness.core.spec import Recipe
 from harness.errors import ConfigError, HarnessError, TrialFailed
 from harness.study import failures, noise, ranking, resume
@@ -73,7 +74,7 @@ def settled(t: FrozenTrial) -> bool:
     """A repeat that is done, running, queued, or failed for a real reason (not retried again)."""
     if t.state != TrialState.FAIL:
         return True
-    why = str(t.user_attrs.get("fail_reason", failures.INTERRUPTED))
+    why = str(t.user_attrs.get(attrs.FAIL_REASON, failures.INTERRUPTED))
     return why != failures.INTERRUPTED and not why.startswith(DUPLICATE)
 
 
@@ -82,20 +83,16 @@ def owed(study: optuna.Study, chosen: list[FrozenTrial], seeds: int, sweep_seed:
     trials = study.get_trials(deepcopy=False)
     out = []
     for t in chosen:
-        have = {
-            r.user_attrs.get(noise.REPEAT_INDEX)
-            for r in trials
-            if noise.repeat_of(r) == t.number and settled(r)
-        }
-        seed = int(t.user_attrs.get("seed", sweep_seed + t.number))
+        have = {attrs.repeat_index(r) for r in trials if attrs.repeat_of(r) == t.number and settled(r)}
+        seed = int(t.user_attrs.get(attrs.SEED, sweep_seed + t.number))
         for k in range(1, seeds + 1):
             if k not in have:
                 out.append(
                     {
-                        noise.REPEAT_OF: t.number,
-                        noise.REPEAT_INDEX: k,
-                        "seed": repeat_seed(seed, k),
-                        "data_seed": sweep_seed + k,
+                        attrs.REPEAT_OF: t.number,
+                        attrs.REPEAT_INDEX: k,
+                        attrs.SEED: repeat_seed(seed, k),
+                        attrs.DATA_SEED: sweep_seed + k,
                     }
                 )
     return out
@@ -107,9 +104,9 @@ def waiting_repeats(study: optuna.Study) -> int:
 
 def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """An earlier trial for the same (config, index) that is not an interrupted one: this one stands down."""
-    key = (trial.user_attrs.get(noise.REPEAT_OF), trial.user_attrs.get(noise.REPEAT_INDEX))
+    key = (trial.user_attrs.get(attrs.REPEAT_OF), trial.user_attrs.get(attrs.REPEAT_INDEX))
     for t in study.get_trials(deepcopy=False):
-        same = (t.user_attrs.get(noise.REPEAT_OF), t.user_attrs.get(noise.REPEAT_INDEX)) == key
+        same = (t.user_attrs.get(attrs.REPEAT_OF), t.user_attrs.get(attrs.REPEAT_INDEX)) == key
         if t.number < trial.number and same and settled(t):
             return t.number
     return None
@@ -147,8 +144,9 @@ def run_confirm(
         raise ConfirmError(f"study {cfg.name!r} has no complete trial to confirm yet")
     to_add = owed(study, chosen, seeds, cfg.seed)
     params = {t.number: t.params for t in chosen}
-    for attrs in to_add:
-        study.enqueue_trial(params[attrs[noise.REPEAT_OF]], user_attrs=attrs, skip_if_exists=False)
+    for repeat_attrs in to_add:
+        number = repeat_attrs[attrs.REPEAT_OF]
+        study.enqueue_trial(params[number], user_attrs=repeat_attrs, skip_if_exists=False)
     waiting = waiting_repeats(study)
     numbers = ", ".join(str(t.number) for t in chosen)
     console.print(
@@ -171,12 +169,12 @@ def run_confirm(
 
         def repeat(trial: optuna.Trial) -> float | tuple[float, ...]:
             # Another worker took the last repeat between our look and ask: stand down.
-            if noise.REPEAT_OF not in trial.user_attrs:
-                trial.set_user_attr("fail_reason", failures.SPARE)
+            if attrs.REPEAT_OF not in trial.user_attrs:
+                trial.set_user_attr(attrs.FAIL_REASON, failures.SPARE)
                 raise TrialFailed(failures.SPARE)
             dup = duplicate_of(study, trial)
             if dup is not None:
-                trial.set_user_attr("fail_reason", f"{DUPLICATE} {dup}")
+                trial.set_user_attr(attrs.FAIL_REASON, f"{DUPLICATE} {dup}")
                 raise TrialFailed(f"{DUPLICATE} {dup}")
             return objective(trial)
 
@@ -189,17 +187,6 @@ def run_confirm(
     )
 
 
-def print_outcome(outcome: ConfirmOutcome, cfg: SweepConfig, console: Console) -> None:
-    from harness.results.view import noise_lines, trials_table
-
-    console.print(trials_table(outcome.study, cfg.metric.name, cfg.metric.goal))
-    console.print(
-        f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s; results in {cfg.study_dir}/", soft_wrap=True
-    )
-    for line in noise_lines(outcome.study):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
 def config_for(target: str, results_dir: str, storage: str | None) -> tuple[SweepConfig, str]:
     """`sweep confirm TARGET`: the config the study was run with (its stored config and search space,
     overrides included, so repeats train exactly as their originals did) and its storage URL."""
@@ -209,10 +196,10 @@ def config_for(target: str, results_dir: str, storage: str | None) -> tuple[Swee
 
     url, name = st.locate(target, results_dir, storage)
     study = st.load_readonly(url, name)
-    stored = study.user_attrs.get("config")
+    stored = study.user_attrs.get(attrs.CONFIG)
     path = Path(target)
     file_cfg = load_sweep(path, [f"results_dir={results_dir}"]) if path.suffix in (".yaml", ".yml") else None
-    space = study.user_attrs.get("parameters")
+    space = study.user_attrs.get(attrs.PARAMETERS)
     if space is None and file_cfg is not None:
         space = {k: v.model_dump(mode="json", exclude_none=True) for k, v in file_cfg.parameters.items()}
     if not isinstance(stored, dict) or space is None:
@@ -232,40 +219,3 @@ def config_for(target: str, results_dir: str, storage: str | None) -> tuple[Swee
     if file_cfg is not None:
         cfg = cfg.model_copy(update={"source_path": file_cfg.source_path})
     return cfg, url
-
-
-def confirm_after_run(cfg: SweepConfig, storage: str | None, recipe: Recipe | None, console: Console) -> None:
-    """A sweep file's `confirm: {top, seeds}`: confirm right after the run, before it is judged."""
-    assert cfg.confirm is not None
-    outcome = run_confirm(
-        cfg,
-        cfg.confirm.top,
-        cfg.confirm.seeds,
-        url=st.storage_url(cfg, storage),
-        recipe=recipe,
-        console=console,
-    )
-    console.print(f"{outcome.ran} repeat(s) run in {outcome.seconds:.0f}s", soft_wrap=True)
-    from harness.results.view import noise_lines
-
-    for line in noise_lines(outcome.study):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def confirm_target(
-    target: str,
-    top: int,
-    seeds: int,
-    results_dir: str,
-    storage: str | None,
-    console: Console,
-    *,
-    recipe: Recipe | None = None,
-    test: bool = False,
-) -> int:
-    """The `sweep confirm` verb: 0 when every owed repeat completed, 1 when some failed."""
-    cfg, url = config_for(target, results_dir, storage)
-    outcome = run_confirm(cfg, top, seeds, url=url, recipe=recipe, console=console, test=test)
-    print_outcome(outcome, cfg, console)
-    stats = noise.config_stats(outcome.study.get_trials(deepcopy=False))
-    return 0 if all(n in stats for n in outcome.targets) else 1

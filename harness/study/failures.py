@@ -45,7 +45,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import compat
-from harness.core import trialdir
+from harness.core import attrs, trialdir
 from harness.errors import TrialFailed
 
 INTERRUPTED = "interrupted"
@@ -87,17 +87,17 @@ def halve_batch(training: Any) -> dict[str, int] | None:
 
 
 def is_interrupted(t: FrozenTrial) -> bool:
-    return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", INTERRUPTED) == INTERRUPTED
+    return t.state == TrialState.FAIL and t.user_attrs.get(attrs.FAIL_REASON, INTERRUPTED) == INTERRUPTED
 
 
-REPEAT_KEYS = ("repeat_of", "repeat_index", "seed", "data_seed")
+REPEAT_KEYS = (attrs.REPEAT_OF, attrs.REPEAT_INDEX, attrs.SEED, attrs.DATA_SEED)
 """What makes a trial a seed repeat of another (harness.study.confirm); a retry keeps them all."""
 
 
 def counts(t: FrozenTrial) -> bool:
     """Does this trial use up one of budget.n_trials? (See the module docstring.) Seed repeats
     (`sweep confirm`, user attr `repeat_of`) never do: they re-run a config, they do not search."""
-    if "repeat_of" in t.user_attrs or t.user_attrs.get("fail_reason") == SPARE:
+    if attrs.REPEAT_OF in t.user_attrs or attrs.fail_reason(t) == SPARE:
         return False
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
@@ -123,7 +123,12 @@ def _start_time(pid: int) -> str | None:
 
 def owner() -> dict[str, Any]:
     pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "pid_start": _start_time(pid), "device": device()}
+    return {
+        attrs.PID: pid,
+        attrs.HOST: socket.gethostname(),
+        attrs.PID_START: _start_time(pid),
+        attrs.DEVICE: device(),
+    }
 
 
 def device() -> str:
@@ -141,7 +146,7 @@ def device() -> str:
 
 def mark_start(trial: optuna.Trial, trial_dir: Path) -> None:
     """First thing a trial does: say who runs it and where its folder is (for the stale check and retry)."""
-    for k, v in {**owner(), "trial_dir": str(trial_dir)}.items():
+    for k, v in {**owner(), attrs.TRIAL_DIR: str(trial_dir)}.items():
         trial.set_user_attr(k, v)
 
 
@@ -161,18 +166,18 @@ def is_stale(t: FrozenTrial, now: float | None = None) -> bool:
     if t.state != TrialState.RUNNING:
         return False
     now = time.time() if now is None else now
-    attrs = t.user_attrs
-    if "pid" not in attrs:
+    stored = t.user_attrs
+    if attrs.PID not in stored:
         started = t.datetime_start.timestamp() if t.datetime_start else now
         return now - started > OWNERLESS_S
-    beat = attrs.get("heartbeat")
+    beat = stored.get(attrs.HEARTBEAT)
     if isinstance(beat, (int, float)) and now - beat > GRACE_S:
         return True
-    if attrs.get("host") != socket.gethostname():
+    if stored.get(attrs.HOST) != socket.gethostname():
         return False  # another machine's trial: only a heartbeat can tell
-    if attrs["pid"] == os.getpid():
+    if stored[attrs.PID] == os.getpid():
         return False
-    return not _alive(int(attrs["pid"]), attrs.get("pid_start"))
+    return not _alive(int(stored[attrs.PID]), stored.get(attrs.PID_START))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,27 +187,27 @@ def is_stale(t: FrozenTrial, now: float | None = None) -> bool:
 def checkpoint_of(t: FrozenTrial | dict[str, Any]) -> str | None:
     """The checkpoint a retry of `t` should resume from: its own if it wrote one, else the one it had
     itself resumed from (killed before its first eval), else none."""
-    attrs = t if isinstance(t, dict) else t.user_attrs
-    own = trialdir.checkpoint_dir(Path(attrs["trial_dir"])) if attrs.get("trial_dir") else None
+    stored = t if isinstance(t, dict) else t.user_attrs
+    own = trialdir.checkpoint_dir(Path(stored[attrs.TRIAL_DIR])) if stored.get(attrs.TRIAL_DIR) else None
     if own is not None and trialdir.find_checkpoint(own) is not None:
-        older = attrs.get("resume_from")
+        older = stored.get(attrs.RESUME_FROM)
         if older and Path(older) != own:
             trialdir.remove_checkpoint(Path(older))  # superseded by the newer one: keep disk bounded
         return str(own)
-    older = attrs.get("resume_from")
+    older = stored.get(attrs.RESUME_FROM)
     return older if older and trialdir.find_checkpoint(Path(older)) is not None else None
 
 
-def retry_attrs(number: int, attrs: dict[str, Any]) -> dict[str, Any]:
-    out = {"retry_of": number, "resume_from": checkpoint_of(attrs)}
+def retry_attrs(number: int, user_attrs: dict[str, Any]) -> dict[str, Any]:
+    out = {attrs.RETRY_OF: number, attrs.RESUME_FROM: checkpoint_of(user_attrs)}
     # Same seed (and a repeat stays a repeat): the resumed run continues the same random streams.
-    out.update({k: attrs[k] for k in REPEAT_KEYS if k in attrs})
+    out.update({k: user_attrs[k] for k in REPEAT_KEYS if k in user_attrs})
     return out
 
 
-def requeue(study: optuna.Study, number: int, params: dict[str, Any], attrs: dict[str, Any]) -> None:
+def requeue(study: optuna.Study, number: int, params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
     """Queue a retry with the same params (fixed via enqueue, so the sampler is not asked)."""
-    study.enqueue_trial(params, user_attrs=retry_attrs(number, attrs), skip_if_exists=False)
+    study.enqueue_trial(params, user_attrs=retry_attrs(number, user_attrs), skip_if_exists=False)
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
@@ -216,13 +221,13 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         # not pass for "another worker got there first" and silently never recover a trial again.
         trial_id = compat.trial_id(t)
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", INTERRUPTED)
+            storage.set_trial_user_attr(trial_id, attrs.FAIL_REASON, INTERRUPTED)
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except Exception:  # noqa: BLE001 - another worker finished or recovered it first
             continue
-        if t.user_attrs.get("trial_dir"):
-            shutil.rmtree(trialdir.adapter_dir(Path(t.user_attrs["trial_dir"])), ignore_errors=True)
+        if t.user_attrs.get(attrs.TRIAL_DIR):
+            shutil.rmtree(trialdir.adapter_dir(Path(t.user_attrs[attrs.TRIAL_DIR])), ignore_errors=True)
         if t.params:
             requeue(study, t.number, t.params, t.user_attrs)
         recovered.append(t.number)
@@ -246,7 +251,7 @@ def heartbeat(trial: optuna.Trial, interval: float = HEARTBEAT_S) -> Iterator[No
     def beat() -> None:
         while True:
             try:  # the storage itself (thread-safe), not the Trial object the main thread is using
-                storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+                storage.set_trial_user_attr(trial_id, attrs.HEARTBEAT, time.time())
             except Exception:  # noqa: BLE001 - the trial ended meanwhile (or the file is busy): next beat
                 pass
             if stop.wait(interval):
@@ -279,7 +284,7 @@ class SharedBudget:
 
     def spent(self, study: optuna.Study) -> bool:
         trials = study.get_trials(deepcopy=False)
-        if any(t.state == TrialState.WAITING and "repeat_of" not in t.user_attrs for t in trials):
+        if any(t.state == TrialState.WAITING and attrs.REPEAT_OF not in t.user_attrs for t in trials):
             return False  # a retry (or an enqueued config) is owed: someone must run it (repeats: confirm)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         return sum(counts(t) for t in trials) + running >= self.n_trials
@@ -307,7 +312,7 @@ def duplicate_of_failed(study: optuna.Study, params: dict[str, Any], number: int
     as FAIL 'duplicate of failed trial N' without training. It uses a budget slot and counts toward
     max_failures, so a tiny search space whose every config fails cannot loop forever."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        why = t.user_attrs.get("fail_reason", INTERRUPTED)
+        why = t.user_attrs.get(attrs.FAIL_REASON, INTERRUPTED)
         if t.number == number or why == INTERRUPTED or why.startswith("duplicate of failed trial"):
             continue
         if _same(t.params, params):

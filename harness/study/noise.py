@@ -17,18 +17,13 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-REPEAT_OF, REPEAT_INDEX = "repeat_of", "repeat_index"
+from harness.core import attrs
+
 COLUMNS = ("value_mean", "value_std", "value_ci95", "n_seeds")
 
 
-def repeat_of(t: FrozenTrial) -> int | None:
-    """The original trial's number for a repeat; None for a trial the sampler chose."""
-    n = t.user_attrs.get(REPEAT_OF)
-    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
-
-
 def is_repeat(t: FrozenTrial) -> bool:
-    return repeat_of(t) is not None
+    return attrs.repeat_of(t) is not None
 
 
 def t_quantile(df: int) -> float:
@@ -88,7 +83,7 @@ def config_stats(trials: Iterable[FrozenTrial]) -> dict[int, ConfigStats]:
     by_number = {t.number: t for t in trials}
     repeats: dict[int, list[FrozenTrial]] = {}
     for t in trials:
-        n = repeat_of(t)
+        n = attrs.repeat_of(t)
         if n is not None and t.state == TrialState.COMPLETE and _value(t) is not None:
             repeats.setdefault(n, []).append(t)
     out = {}
@@ -105,7 +100,9 @@ def runs_of(trials: Iterable[FrozenTrial], number: int) -> list[FrozenTrial]:
     """The COMPLETE runs of trial `number`'s config: the original, then its repeats."""
     trials = list(trials)
     return [
-        t for t in trials if t.state == TrialState.COMPLETE and (t.number == number or repeat_of(t) == number)
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and (t.number == number or attrs.repeat_of(t) == number)
     ]
 
 
@@ -114,7 +111,7 @@ def mean_metrics(runs: Sequence[FrozenTrial], objective: str) -> dict[str, float
     did not report it by name): what `expect:` checks for a confirmed config."""
     sums: dict[str, list[float]] = {}
     for t in runs:
-        metrics = dict(t.user_attrs.get("metrics") or {})
+        metrics = attrs.metrics(t)
         if objective not in metrics and t.values:
             metrics[objective] = float(t.values[0])
         for k, v in metrics.items():

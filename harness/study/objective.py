@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.core import trialdir
+from harness.core import attrs, trialdir
 from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.errors import TrialFailed
 from harness.study import failures, rdb, space
@@ -49,7 +49,7 @@ class Objective:
 
         # Optuna cannot report or prune multi-objective trials (trial.report raises there); a seed repeat
         # (`sweep confirm`) is never pruned and does not feed the pruner's statistics.
-        prunable = not cfg.multi_objective and "repeat_of" not in trial.user_attrs
+        prunable = not cfg.multi_objective and attrs.REPEAT_OF not in trial.user_attrs
 
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
             value = metrics.get(cfg.metric.name)
@@ -67,7 +67,7 @@ class Objective:
                 result = self.run_recipe(trial, spec, on_eval)
         except Exception as e:
             failed = traceback.format_exc()
-            trial.set_user_attr("fail_reason", failures.reason(e))
+            trial.set_user_attr(attrs.FAIL_REASON, failures.reason(e))
             raise
         finally:
             # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
@@ -77,12 +77,12 @@ class Objective:
                 monitor.record(trial, resources)
             if result is None and failed is None:
                 self.tracker.finish("FAIL", {})
-                trial.set_user_attr("fail_reason", failures.INTERRUPTED)
+                trial.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
                 failures.requeue(trial.study, trial.number, params, trial.user_attrs)
             else:
                 cleanup(spec)
             if failed is not None:
-                reason = trial.user_attrs["fail_reason"]
+                reason = trial.user_attrs[attrs.FAIL_REASON]
                 trialdir.write_failure(folder, reason, traceback=failed, resources=resources)
                 self.tracker.finish("FAIL", {**resources})
                 self.progress("trial_fail", {"trial": trial.number, "reason": reason})
@@ -94,7 +94,7 @@ class Objective:
             state = "PRUNED"
         elif missing:
             state = "FAIL"
-            trial.set_user_attr("fail_reason", f"no finite {' or '.join(missing)} was measured")
+            trial.set_user_attr(attrs.FAIL_REASON, f"no finite {' or '.join(missing)} was measured")
         else:
             state = "COMPLETE"
         trialdir.write_result(spec, result, state, resources)
@@ -104,7 +104,7 @@ class Objective:
             self.progress("trial_pruned", {"trial": trial.number, "step": result.steps_run})
             raise optuna.TrialPruned(f"pruned at step {result.steps_run}")
         if state == "FAIL":
-            raise TrialFailed(trial.user_attrs["fail_reason"])
+            raise TrialFailed(trial.user_attrs[attrs.FAIL_REASON])
         self.progress(
             "trial_end", {"trial": trial.number, "value": values[0], "values": values, "result": result}
         )
@@ -113,13 +113,14 @@ class Objective:
 
     def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
         """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
-        if "retry_of" in trial.user_attrs or "repeat_of" in trial.user_attrs:
+        stored = trial.user_attrs
+        if attrs.RETRY_OF in stored or attrs.REPEAT_OF in stored:
             return
         dup = failures.duplicate_of_failed(trial.study, spec.params, trial.number)
         if dup is None:
             return
         why = f"duplicate of failed trial {dup}"
-        trial.set_user_attr("fail_reason", why)
+        trial.set_user_attr(attrs.FAIL_REASON, why)
         trialdir.write_failure(spec.output_dir, why)
         self.progress("trial_fail", {"trial": trial.number, "reason": why})
         raise TrialFailed(why)
@@ -134,7 +135,7 @@ class Objective:
             if smaller is None:
                 raise
         # Outside the except block, so the failed attempt's traceback (and its tensors) are released.
-        trial.set_user_attr("oom_retry", smaller)
+        trial.set_user_attr(attrs.OOM_RETRY, smaller)
         _free_memory()
         trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
         training = spec.training.model_copy(update=smaller)
@@ -163,15 +164,15 @@ class Objective:
 def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
     """A retry of an interrupted trial keeps its seed and continues from its checkpoint (failures.py); a
     seed repeat (harness.study.confirm) brings its own seed and data order."""
-    attrs = trial.user_attrs
-    seed = int(attrs.get("seed", spec.seed))
-    trial.set_user_attr("seed", seed)
-    if "data_seed" in attrs:
-        spec = dataclasses.replace(spec, data_seed=int(attrs["data_seed"]))
-    resume = attrs.get("resume_from")
+    stored = trial.user_attrs
+    seed = int(stored.get(attrs.SEED, spec.seed))
+    trial.set_user_attr(attrs.SEED, seed)
+    if attrs.DATA_SEED in stored:
+        spec = dataclasses.replace(spec, data_seed=int(stored[attrs.DATA_SEED]))
+    resume = stored.get(attrs.RESUME_FROM)
     if resume and trialdir.find_checkpoint(Path(resume)) is None:
         # Another host's worker queued this retry and its checkpoint is not in a folder this one sees.
-        trial.set_user_attr("restarted", f"checkpoint {resume} not reachable here: trained from step 0")
+        trial.set_user_attr(attrs.RESTARTED, f"checkpoint {resume} not reachable here: trained from step 0")
         resume = None
     return dataclasses.replace(spec, seed=seed, resume_from=Path(resume) if resume else None)
 
@@ -210,19 +211,19 @@ def record(
 ) -> None:
     """What reports need without opening trial folders: finite metrics, steps, timing, memory figures.
     One storage call for all of them (rdb.set_user_attrs): on SQLite each attr would be its own commit."""
-    attrs: dict[str, object] = {
-        "metrics": {k: v for k, v in result.metrics.items() if math.isfinite(v)},
-        "best_step": result.best_step,
-        "steps_run": result.steps_run,
-        "duration_s": round(result.duration_s, 3),
-        "stopped_early": result.stopped_early,
+    written: dict[str, object] = {
+        attrs.METRICS: {k: v for k, v in result.metrics.items() if math.isfinite(v)},
+        attrs.BEST_STEP: result.best_step,
+        attrs.STEPS_RUN: result.steps_run,
+        attrs.DURATION_S: round(result.duration_s, 3),
+        attrs.STOPPED_EARLY: result.stopped_early,
     }
     if result.before_metrics:
-        attrs["before_metrics"] = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
+        written[attrs.BEFORE_METRICS] = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
     if result.pruned:
-        attrs["pruned_at"] = result.steps_run
-    attrs.update(monitor.measured(resources or {}))
-    rdb.set_user_attrs(trial, attrs)
+        written[attrs.PRUNED_AT] = result.steps_run
+    written.update(monitor.measured(resources or {}))
+    rdb.set_user_attrs(trial, written)
 
 
 class StopAfterFailures:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness import tasks
-from harness.core import trialdir
+from harness.core import attrs, trialdir
 from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import ConfigError, HarnessError, problems_error
 from harness.study import ranking
@@ -48,7 +48,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 
 
 def stored_config(study: optuna.Study) -> dict[str, Any]:
-    config = study.user_attrs.get("config")
+    config = study.user_attrs.get(attrs.CONFIG)
     if not isinstance(config, dict):
         raise HarnessError(
             f"study {study.study_name!r} has no stored sweep config (it was not created by `sweep run`), "
@@ -126,10 +126,10 @@ def print_best(study: optuna.Study, best: FrozenTrial, metric: str, folder: Path
         table.add_row(metric, f"{ranking.primary_value(best):.6g}")
     for name, value in best.params.items():
         table.add_row(name, _fmt(value))
-    for name, value in (best.user_attrs.get("metrics") or {}).items():
+    for name, value in attrs.metrics(best).items():
         if name != metric:
             table.add_row(name, _fmt(value))
-    for key in ("best_step", "steps_run", "duration_s", "peak_rss_mb"):
+    for key in (attrs.BEST_STEP, attrs.STEPS_RUN, attrs.DURATION_S, attrs.PEAK_RSS_MB):
         if best.user_attrs.get(key) is not None:
             table.add_row(key, _fmt(best.user_attrs[key]))
     table.add_row("folder", str(trialdir.trial_dir(folder, best.number)))
@@ -147,7 +147,7 @@ class Winner(NamedTuple):
 
 def find_best(target: str, results_dir: str, storage: str | None) -> Winner:
     study = st.load(target, results_dir, storage)
-    metric = study.user_attrs.get("metric") or "value"
+    metric = attrs.metric(study) or "value"
     return Winner(study, best_trial(study), metric, st.study_folder(study, results_dir))
 
 
@@ -198,7 +198,7 @@ def promotion_spec(cfg: SweepConfig) -> TrialSpec:
 
 
 def real_promoter(cfg: SweepConfig) -> Promoter:
-    from harness.trial import fixtures
+    from harness.trial import session
     from harness.trial.recipe import finetune
 
     needed = {"save_adapter_to", "test_rows"}
@@ -208,7 +208,7 @@ def real_promoter(cfg: SweepConfig) -> Promoter:
             "`sweep train` needs harness.trial.recipe.finetune(..., save_adapter_to=, test_rows=), which this "
             f"version lacks ({', '.join(sorted(missing))}); update harness"
         )
-    shared = fixtures.get(cfg)
+    shared = session.get(cfg)
 
     def run(spec: TrialSpec, adapter_dir: Path) -> TrialResult:
         return finetune(spec, shared, None, save_adapter_to=adapter_dir, test_rows=shared.test_rows)
@@ -221,7 +221,7 @@ def promote(cfg: SweepConfig, console: Console, promoter: Promoter | None = None
     if found:
         raise problems_error(cfg.source_path or cfg.name, found)
     spec = promotion_spec(cfg)
-    adapter_dir = spec.output_dir / "adapter"
+    adapter_dir = trialdir.adapter_dir(spec.output_dir)
     console.print(
         f"[bold]{cfg.name}[/]: one fine-tune of {spec.sweep.budget.max_steps} steps "
         f"(eval every {spec.sweep.budget.eval_steps}) -> {spec.output_dir}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.core import attrs
 from harness.study import noise
 
 # ----------------------------------------------------------------------------------------------------
@@ -25,8 +26,8 @@ def goals(study: optuna.Study) -> list[str]:
 
 def metric_names(study: optuna.Study) -> list[str]:
     """The objectives' metric names, in order (user attrs written by open_study)."""
-    attrs = study.user_attrs
-    names = attrs.get("metrics") or [attrs.get("metric") or "value"]
+    stored = study.user_attrs
+    names = attrs.objective_names(stored) or [attrs.metric(stored) or "value"]
     if len(names) != len(study.directions):
         names = [f"value_{i}" for i in range(len(study.directions))]
     return list(names)

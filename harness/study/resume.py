@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from harness.core import attrs
 from harness.errors import StorageError
 from harness.study import ranking, space
 from harness.study.sampler import make_pruner, make_sampler
@@ -51,26 +52,26 @@ def _create(cfg: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.St
         pruner=make_pruner(cfg),
         directions=[m.goal for m in cfg.objectives],
     )
-    study.set_user_attr("fingerprint", fingerprint(cfg))
-    study.set_user_attr("metric", cfg.metric.name)
+    study.set_user_attr(attrs.FINGERPRINT, fingerprint(cfg))
+    study.set_user_attr(attrs.METRIC, cfg.metric.name)
     if cfg.multi_objective:
-        study.set_user_attr("metrics", [m.name for m in cfg.objectives])
-    study.set_user_attr("task", cfg.task)
+        study.set_user_attr(attrs.METRICS, [m.name for m in cfg.objectives])
+    study.set_user_attr(attrs.TASK, cfg.task)
     config = cfg.model_dump(mode="json", exclude={"parameters"})
     if config.get("storage"):  # stored, exported and shown by reports: never with a password
         config["storage"] = mask_url(config["storage"])
-    study.set_user_attr("config", config)
+    study.set_user_attr(attrs.CONFIG, config)
     return study
 
 
 def check_resumable(cfg: SweepConfig, study: optuna.Study, url: str) -> None:
-    attrs = study.user_attrs
+    stored = study.user_attrs
     new_name = f"{cfg.name}-v2"
     how = f"start a new study with `name={new_name}` (or a new name: in the sweep file), or delete the study"
     have = list(zip(ranking.metric_names(study), ranking.goals(study), strict=True))
     want = [(m.name, m.goal) for m in cfg.objectives]
     # A study not created by harness has no metric names: its directions must still match.
-    same_names = attrs.get("metric") is None or [n for n, _ in have] == [n for n, _ in want]
+    same_names = attrs.metric(stored) is None or [n for n, _ in have] == [n for n, _ in want]
     if not same_names or [g for _, g in have] != [g for _, g in want]:
         shown = ", ".join(f"{n} ({g})" for n, g in have)
         asked = ", ".join(f"{n} ({g})" for n, g in want)
@@ -78,7 +79,7 @@ def check_resumable(cfg: SweepConfig, study: optuna.Study, url: str) -> None:
             f"study {cfg.name!r} in {mask_url(url)} optimises {shown}, "
             f"but the sweep file asks for {asked}; {how}"
         )
-    if attrs.get("fingerprint") not in (None, fingerprint(cfg)):
+    if stored.get(attrs.FINGERPRINT) not in (None, fingerprint(cfg)):
         raise StorageError(
             f"study {cfg.name!r} in {mask_url(url)} was created with a different search space; "
             f"resuming would mix incomparable trials. {how}"

@@ -20,18 +20,18 @@ import optuna
 from rich.console import Console
 
 from harness import compat, tasks
-from harness.core import trialdir
+from harness.core import attrs, lengths, trialdir
+from harness.core import provenance as recorded
+from harness.core.display import SHORT
+from harness.core.display import fmt as _fmt
 from harness.core.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData, ReportsProvenance
 from harness.errors import HarnessError, TrialFailed, problems_error
-from harness.results import comparison
-from harness.results.view import SHORT
-from harness.results.view import fmt as _fmt
 from harness.study import failures, ranking, resume
 from harness.study import storage as st
 from harness.study.objective import Objective, StopAfterFailures
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
-from harness.trial import lengths, provenance
+from harness.trial import provenance
 
 
 @dataclass
@@ -149,8 +149,6 @@ def run_sweep(
             f"{cfg.name}: {budget.over(study)} trial(s) over n_trials={cfg.budget.n_trials}: workers started "
             "them while the last ones were finishing (at most workers - 1)"
         )
-    for line in comparison.summary_lines(cfg, study, ranking.best_trial(study)):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return RunOutcome(study, ran, stopper.tripped, time.perf_counter() - start)
 
 
@@ -160,7 +158,7 @@ def report_lengths(study: optuna.Study, recipe: Recipe, console: Console) -> Non
     if not isinstance(recipe, ReportsData):
         return
     figures = recipe.data_report()
-    study.set_user_attr("data_lengths", figures)
+    study.set_user_attr(attrs.DATA_LENGTHS, figures)
     for line in lengths.lines(study.study_name, figures):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -168,15 +166,15 @@ def report_lengths(study: optuna.Study, recipe: Recipe, console: Console) -> Non
 def record_provenance(cfg: SweepConfig, study: optuna.Study, recipe: Recipe, console: Console) -> None:
     """Once per study: content hashes of base, tokenizer and data (harness.trial.provenance), and the search
     space (so `sweep confirm STUDY` can rebuild the config). A resumed run on other bytes says so."""
-    if "parameters" not in study.user_attrs:
+    if attrs.PARAMETERS not in study.user_attrs:
         space = {k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.parameters.items()}
-        study.set_user_attr("parameters", space)
+        study.set_user_attr(attrs.PARAMETERS, space)
     found = recipe.provenance() if isinstance(recipe, ReportsProvenance) else provenance.measure(cfg)
-    have = study.user_attrs.get(provenance.ATTR)
+    have = attrs.provenance(study)
     if have is None:
-        study.set_user_attr(provenance.ATTR, found)
+        study.set_user_attr(attrs.PROVENANCE, found)
         return
-    diff = provenance.differences(have, found)
+    diff = recorded.differences(have, found)
     if diff:
         console.print(
             f"{cfg.name}: warning: this run's {', '.join(diff)} differ from what the study was started "
@@ -192,14 +190,18 @@ def measure_baseline(
     """The untrained base's metrics, once per study (study user attr `baseline_metrics`). A trial
     failure while measuring it (a GRPO reward function that raises) is one line: the trials then fail
     with the same reason, each recorded, and the next run measures the base again."""
-    if not isinstance(recipe, MeasuresBaseline) or not remaining or "baseline_metrics" in study.user_attrs:
+    if (
+        not isinstance(recipe, MeasuresBaseline)
+        or not remaining
+        or attrs.BASELINE_METRICS in study.user_attrs
+    ):
         return
     try:
-        metrics = comparison.finite(recipe.baseline())
+        metrics = baselines.finite(recipe.baseline())
     except TrialFailed as e:
         console.print(f"{study.study_name}: the untrained base could not be measured: {e}", markup=False)
         return
-    study.set_user_attr("baseline_metrics", metrics)
+    study.set_user_attr(attrs.BASELINE_METRICS, metrics)
     shown = metric if metric in metrics else "eval_loss"
     if shown in metrics:
         console.print(f"{study.study_name}: untrained base {shown} {metrics[shown]:.4g}")
@@ -209,7 +211,7 @@ def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe
     """The task baselines (harness.tasks.baselines), once per study: user attr `task_baselines` and
     results/<study>/baselines.jsonl. Measured by the recipe on its own rows when it can, else from the
     data alone; a problem is one line, never the end of the sweep."""
-    if baselines.ATTR in study.user_attrs or not cfg.evaluation.samples:
+    if attrs.TASK_BASELINES in study.user_attrs or not cfg.evaluation.samples:
         return
     try:
         found = (
@@ -223,7 +225,7 @@ def measure_task_baselines(cfg: SweepConfig, study: optuna.Study, recipe: Recipe
     if not found.metrics:
         return
     trialdir.write_jsonl(cfg.study_dir / baselines.FILE, found.rows)
-    study.set_user_attr(baselines.ATTR, found.metrics)
+    study.set_user_attr(attrs.TASK_BASELINES, found.metrics)
     metric = tasks.get(cfg.task).reference[0]
     shown = ", ".join(f"{n} {m[metric]:.4g}" for n, m in found.metrics.items() if metric in m)
     if shown:

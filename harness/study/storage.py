@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from harness.core import attrs, trialdir
 from harness.errors import StorageError
 from harness.sweepfile.schema import SweepConfig
 
@@ -28,7 +29,7 @@ def storage_url(cfg: SweepConfig, override: str | None = None) -> str:
     url = override or cfg.storage
     if url:
         return url
-    return f"sqlite:///{(cfg.study_dir / 'study.db').as_posix()}"
+    return f"sqlite:///{trialdir.study_db(cfg.study_dir).as_posix()}"
 
 
 def check_url(url: str) -> None:
@@ -124,7 +125,7 @@ def locate(target: str, results_dir: str = "results", storage: str | None = None
         from harness.errors import check_name
 
         name = check_name(target, "study name")
-        url = storage or f"sqlite:///{(Path(results_dir) / name / 'study.db').as_posix()}"
+        url = storage or f"sqlite:///{trialdir.study_db(Path(results_dir) / name).as_posix()}"
     check_url(url)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise StorageError(
@@ -171,7 +172,7 @@ def study_folder(study: optuna.Study, results_dir: str) -> Path:
     The --results-dir given now wins; the results_dir the study was created with is the fallback, so a
     study run with `results_dir: runs` in its sweep file still finds its trial folders."""
     here = Path(results_dir) / study.study_name
-    stored = (study.user_attrs.get("config") or {}).get("results_dir")
+    stored = attrs.config(study).get("results_dir")
     if not here.exists() and stored and (Path(stored) / study.study_name).exists():
         return Path(stored) / study.study_name
     return here
@@ -182,7 +183,7 @@ def discover(results_dir: str, storage: str | None) -> list[tuple[str, list[optu
     if storage:
         urls = [storage]
     else:
-        urls = [f"sqlite:///{p.as_posix()}" for p in sorted(Path(results_dir).glob("*/study.db"))]
+        urls = [f"sqlite:///{p.as_posix()}" for p in sorted(Path(results_dir).glob(f"*/{trialdir.STUDY_DB}"))]
     found: list[tuple[str, list[optuna.Study] | StorageError]] = []
     for url in urls:
         try:

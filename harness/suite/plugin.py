@@ -142,10 +142,10 @@ class SweepItem(pytest.Item):
         console = Console(highlight=False, width=160)
         err = Console(stderr=True, highlight=False, width=160)
         try:
+            from harness.suite.session import run_one  # here: a collected sweep is about to run
+
             recipe = import_recipe(spec, [self.config.rootpath]) if spec else None
-            report = collect.run_one(
-                self.cfg, self.path, recipe=recipe, console=console, err=err, smoke=self.smoke
-            )
+            report = run_one(self.cfg, self.path, recipe=recipe, console=console, err=err, smoke=self.smoke)
         except HarnessError as e:
             raise SweepFailed(f"{self._title()} error: {e}") from None
         if report.best_value is not None:

@@ -1,4 +1,5 @@
-"""`expect:` in a sweep file: assertions on what a sweep measured, checked after it runs (pytest-style).
+"""`expect:` in a sweep file: assertions on what a sweep measured, parsed here at load and checked after it
+runs by harness.suite.verdicts (pytest-style).
 
 Syntax (each key is a metric the task reports, see `harness.sweepfile.schema.TASK_METRICS`)::
 
@@ -41,8 +42,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.errors import ConfigError, closest
@@ -58,18 +58,6 @@ BOUND_KEYS = {"min": ">=", "max": "<="}
 _CONDITION = re.compile(r"^\s*(<=|>=|==|!=|=<|=>|<|>|=)\s*(.*?)\s*$")
 _TYPOS = {"=<": "<=", "=>": ">=", "=": "=="}
 _BASELINE = re.compile(r"^baseline\.(\w+)$")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    expectation: Expectation
-    passed: bool
-    measured: float | None
-    detail: str
-    """What was measured, in words: '2.31', 'not measured', 'trial 3: 2.7', '3 trials: 2.1..2.4'."""
-
-    def line(self) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'} {self.expectation.describe()} ({self.detail})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,81 +188,3 @@ def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{key}: {value!r} is not a number")
     return float(value)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checking
-
-
-def check(
-    expectations: Iterable[Expectation],
-    best: Mapping[str, float] | None,
-    trials: Iterable[tuple[int, Mapping[str, float]]] = (),
-    smoke: bool = False,
-    baselines: Mapping[str, Mapping[str, float]] | None = None,
-) -> list[Outcome]:
-    """`best`: the best trial's metrics (None when no trial completed); `trials`: (number, metrics) of
-    every complete trial, for `scope: all`; `baselines`: name -> metrics (harness.tasks.baselines.ladder) for
-    `baseline.NAME` thresholds. Pure: the study side is adapted by `collect.check_study`."""
-    trials = list(trials)
-    return [_check_one(e, best, trials, smoke, baselines or {}) for e in expectations]
-
-
-def _check_one(
-    e: Expectation,
-    best: Mapping[str, float] | None,
-    trials: list[tuple[int, Mapping[str, float]]],
-    smoke: bool,
-    baselines: Mapping[str, Mapping[str, float]],
-) -> Outcome:
-    only_measured = smoke and not e.in_smoke
-    resolved, refs = e, ""
-    if not only_measured and any(c.baseline for c in e.conditions):
-        resolved, refs, missing = _resolve(e, baselines)
-        if missing:
-            return Outcome(e, False, None, missing)
-    holds = (lambda v: math.isfinite(v)) if only_measured else resolved.holds
-    note = "; threshold not checked in smoke runs" if only_measured else ""
-    if e.scope == "best":
-        if best is None:
-            return Outcome(e, False, None, "no complete trial")
-        value = best.get(e.metric)
-        if value is None or not math.isfinite(value):
-            return Outcome(e, False, value, "not measured")
-        return Outcome(e, holds(value), value, f"measured {_fmt(value)}{refs}{note}")
-    if not trials:
-        return Outcome(e, False, None, "no complete trial")
-    values: list[float] = []
-    for number, metrics in trials:
-        value = metrics.get(e.metric)
-        if value is None or not math.isfinite(value):
-            return Outcome(e, False, value, f"not measured in trial {number}")
-        if not holds(value):
-            return Outcome(e, False, value, f"trial {number}: {_fmt(value)}{refs}")
-        values.append(value)
-    lo, hi = min(values), max(values)
-    span = _fmt(lo) if lo == hi else f"{_fmt(lo)}..{_fmt(hi)}"
-    return Outcome(e, True, None, f"{len(values)} trial{'s' if len(values) > 1 else ''}: {span}{refs}{note}")
-
-
-def _resolve(
-    e: Expectation, baselines: Mapping[str, Mapping[str, float]]
-) -> tuple[Expectation, str, str | None]:
-    """`e` with each `baseline.NAME` threshold set to that baseline's value of the metric, the values in
-    words (', baseline.median 58.3'), and why it cannot be checked (None when it can)."""
-    conditions, shown = [], ""
-    for c in e.conditions:
-        if c.baseline is None:
-            conditions.append(c)
-            continue
-        value = (baselines.get(c.baseline) or {}).get(e.metric)
-        if value is None or not math.isfinite(value):
-            have = ", ".join(baselines) or "none"
-            return e, "", f"baseline.{c.baseline} has no {e.metric} in this study (baselines: {have})"
-        conditions.append(replace(c, threshold=float(value)))
-        shown += f", baseline.{c.baseline} {_fmt(value)}"
-    return replace(e, conditions=tuple(conditions)), shown, None
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.6g}"

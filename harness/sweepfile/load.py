@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, closest, problems_error
-from harness.sweepfile import trainers
+from harness.sweepfile import reader, trainers
 from harness.sweepfile.expect import read_expectations
 from harness.sweepfile.schema import TASK_METRICS, Expectation, ParamSpec, SweepConfig, known_metrics
 from harness.sweepfile.space import parse_parameters
@@ -26,20 +26,9 @@ INTERNAL = ("source_path", "expectations")
 
 
 def read_yaml(path: Path, what: str = "file") -> Any:
-    """safe_load only: a sweep file is data, never code."""
-    if not path.exists():
-        raise ConfigError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a folder; expected a YAML file")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+    """safe_load only: a sweep file is data, never code; strict about repeated keys, depth and aliases
+    (harness.sweepfile.reader)."""
+    return reader.read(path, what)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
@@ -53,8 +42,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
             )
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
+        reader.check_shape(value, f"override {key}")
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

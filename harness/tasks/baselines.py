@@ -48,10 +48,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core import attrs
+from harness.core.spec import Measured
 from harness.errors import closest
 from harness.sweepfile.schema import LOSS_METRICS, Expectation, SweepConfig
 from harness.tasks.task import every, get
@@ -59,8 +61,6 @@ from harness.tasks.task import every, get
 Row = Mapping[str, Any]
 Predict = Callable[[Sequence[Row], Sequence[Row]], list[str]]
 
-ATTR = "task_baselines"
-"""Study user attr: baseline name -> its metrics on the generation rows."""
 FILE = "baselines.jsonl"
 """results/<study>/baselines.jsonl: prompt, reference (and price_true), and each baseline's answer."""
 UNTRAINED = "untrained_base"
@@ -123,16 +123,6 @@ def unknown(task: str, expectations: Iterable[Expectation]) -> list[str]:
 # Measuring
 
 
-@dataclass
-class Measured:
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    """name -> metrics (stored as the study user attr `task_baselines`)."""
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    """One per eval row: prompt, reference (price_true for pricer) and each baseline's answer."""
-    skipped: dict[str, str] = field(default_factory=dict)
-    """name -> why it could not be measured (a baseline is context: it never stops a sweep)."""
-
-
 def measure(cfg: SweepConfig, train_rows: Sequence[Row], eval_rows: Sequence[Row]) -> Measured:
     """Every baseline registered for the sweep's task, scored on `eval_rows` like a trial's generations."""
     import harness.tasks.scoring as scoring
@@ -179,8 +169,9 @@ def finite(metrics: Mapping[str, Any] | None) -> dict[str, float]:
 def ladder(user_attrs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """A study's baselines in ladder order: the stored task baselines, then the untrained base's
     generation metrics when it was measured (`baseline_metrics`)."""
-    rungs = {str(k): finite(v) for k, v in (user_attrs.get(ATTR) or {}).items() if isinstance(v, Mapping)}
-    base = finite(user_attrs.get("baseline_metrics"))
+    stored = attrs.task_baselines(user_attrs)
+    rungs = {str(k): finite(v) for k, v in stored.items() if isinstance(v, Mapping)}
+    base = finite(attrs.baseline_metrics(user_attrs))
     if any(k not in ("eval_loss", "perplexity") for k in base):
         rungs[UNTRAINED] = base
     return rungs

@@ -31,7 +31,7 @@ def detect(trainer: str, fmt: str) -> str:
 
 
 def format_rows(rows: list[Row], trainer: str, fmt: str, tokenizer: Any, where: str) -> list[Row]:
-    cols = _columns(rows)
+    cols = columns(rows)
     found = f"found columns: {', '.join(cols) or 'none'}"
     kind = detect(trainer, fmt)
     if kind == "preference":
@@ -113,7 +113,7 @@ def _strip_bos(row: Row, tokenizer: Any) -> Row:
     return row
 
 
-def _columns(rows: list[Row]) -> list[str]:
+def columns(rows: list[Row]) -> list[str]:
     seen: dict[str, None] = {}
     for r in rows:
         seen.update(dict.fromkeys(r))

@@ -17,8 +17,9 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from harness.core import attrs
+
 MB = 1024 * 1024
-FIELDS = ("peak_rss_mb", "rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb", "cuda_util")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -91,10 +92,10 @@ def cuda_memory(cuda: Any) -> dict[str, float | None]:
             allocated += cuda.max_memory_allocated(d)
             reserved += cuda.max_memory_reserved(d)
     except Exception:  # noqa: BLE001
-        return {"cuda_peak_allocated_mb": None, "cuda_peak_reserved_mb": None}
+        return {attrs.CUDA_PEAK_ALLOCATED_MB: None, attrs.CUDA_PEAK_RESERVED_MB: None}
     return {
-        "cuda_peak_allocated_mb": round(allocated / MB, 1),
-        "cuda_peak_reserved_mb": round(reserved / MB, 1),
+        attrs.CUDA_PEAK_ALLOCATED_MB: round(allocated / MB, 1),
+        attrs.CUDA_PEAK_RESERVED_MB: round(reserved / MB, 1),
     }
 
 
@@ -159,11 +160,11 @@ class ResourceMonitor:
         if self._kernel_peak:
             peak = max(peak, kernel_peak_bytes() or 0)
         out: dict[str, float | None] = {
-            "peak_rss_mb": round(peak / MB, 1) if peak else None,
-            "rss_mb": round(rss / MB, 1) if rss is not None else None,
-            "cuda_peak_allocated_mb": None,
-            "cuda_peak_reserved_mb": None,
-            "cuda_util": round(sum(utils) / len(utils), 1) if utils else None,
+            attrs.PEAK_RSS_MB: round(peak / MB, 1) if peak else None,
+            attrs.RSS_MB: round(rss / MB, 1) if rss is not None else None,
+            attrs.CUDA_PEAK_ALLOCATED_MB: None,
+            attrs.CUDA_PEAK_RESERVED_MB: None,
+            attrs.CUDA_UTIL: round(sum(utils) / len(utils), 1) if utils else None,
         }
         if self._cuda is not None:
             out.update(cuda_memory(self._cuda))

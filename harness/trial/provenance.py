@@ -1,27 +1,22 @@
-"""What a study was run on: content hashes of the base weights, the tokenizer and each data split.
-
-Stored once per study as user attr `provenance` when `sweep run` first opens it:
-
-    {"base_model": "builtin:tiny-llama", "base_model_sha256": ..., "tokenizer_sha256": ...,
-     "data": {"train": ..., "validation": ..., "test": ...}, "rows": {"train": 4000, ...},
-     "eval_subset": ...}
+"""Measuring what a study was run on: content hashes of the base weights, the tokenizer and each data
+split (the record's format, and how it is read and compared, is harness.core.provenance).
 
 A hash is over content, not names: the model's weight and config files (the tokenizer's own files apart),
 and the formatted rows of each split as JSON, so renaming a file changes nothing and editing one row
-changes the hash. `eval_subset` covers the fixed validation rows every trial is scored on. `sweep report`
-prints them; `sweep compare` warns when two studies differ in any of them (their numbers are then not
-comparable). Hashes that cannot be taken (a hub model not in the local cache) are left out, never guessed.
+changes the hash. Hashes that cannot be taken (a hub model not in the local cache) are left out, never
+guessed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-ATTR = "provenance"
+from harness.core.provenance import SPLITS
+
 TOKENIZER_FILES = {
     "tokenizer.json",
     "tokenizer_config.json",
@@ -35,15 +30,6 @@ TOKENIZER_FILES = {
 }
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 MODEL_FILES = {"config.json", "generation_config.json"}
-SPLITS = ("train", "validation", "test")
-COMPARED = {
-    "base_model_sha256": "base weights",
-    "tokenizer_sha256": "tokenizer",
-    "data.train": "train data",
-    "data.validation": "validation data",
-    "data.test": "test data",
-    "eval_subset": "eval subset",
-}
 
 
 def files_sha256(folder: Path, names: Iterable[str]) -> str | None:
@@ -143,58 +129,3 @@ def measure(cfg: Any, splits: Any | None = None, model_path: str | None = None) 
         out["eval_subset"] = rows_sha256([*scored, {"--": "generation rows"}, *generated])
     _CACHE[key] = out
     return dict(out)
-
-
-def flat(prov: dict[str, Any]) -> dict[str, Any]:
-    """{"base_model_sha256": .., "data.train": .., ...}: the compared fields, one level deep."""
-    out = {k: v for k, v in prov.items() if not isinstance(v, dict)}
-    for name, value in (prov.get("data") or {}).items():
-        out[f"data.{name}"] = value
-    return out
-
-
-def lines(prov: dict[str, Any] | None) -> list[str]:
-    """What `sweep report` prints: one line per hash (12 hex digits; the full ones are in the study)."""
-    if not prov:
-        return ["provenance: not recorded (a study from before harness recorded it)"]
-    f = flat(prov)
-    rows = prov.get("rows") or {}
-    out = [
-        f"base model {prov.get('base_model', '?')}: weights {_short(f.get('base_model_sha256'))}, "
-        f"tokenizer {_short(f.get('tokenizer_sha256'))}"
-    ]
-    data = ", ".join(
-        f"{s} {_short(f.get(f'data.{s}'))} ({rows[s]} rows)"
-        if s in rows
-        else f"{s} {_short(f.get(f'data.{s}'))}"
-        for s in SPLITS
-    )
-    out.append(f"data sha256: {data}; eval subset {_short(f.get('eval_subset'))}")
-    return out
-
-
-def _short(v: Any) -> str:
-    return str(v)[:12] if v else "unknown"
-
-
-def differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """The compared fields whose hashes differ (or that one study lacks), as words."""
-    if not a or not b:
-        return ["provenance (not recorded)"]
-    fa, fb = flat(a), flat(b)
-    return [words for key, words in COMPARED.items() if fa.get(key) != fb.get(key)]
-
-
-def compare_warnings(studies: Sequence[tuple[str, dict[str, Any] | None]]) -> list[str]:
-    """One warning per study that differs from the first one in base weights, tokenizer, data or eval
-    subset: their metric values are then not comparable."""
-    if len(studies) < 2:
-        return []
-    (first, ref), out = studies[0], []
-    for name, prov in studies[1:]:
-        diff = differences(ref, prov)
-        if diff:
-            out.append(
-                f"warning: {first} and {name} differ in {', '.join(diff)}: their numbers are not comparable"
-            )
-    return out

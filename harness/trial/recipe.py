@@ -22,7 +22,7 @@ from harness.core import trialdir
 from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
-from harness.trial import fixtures as fx
+from harness.trial import base, prepare, session
 from harness.trial.recipes import dpo, grpo, sft
 from harness.trial.recipes.common import (
     EvalLoop,
@@ -46,7 +46,7 @@ TRAINERS: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "grpo": grpo}
 
 def finetune(
     spec: TrialSpec,
-    fixtures: fx.Fixtures,
+    fixtures: session.Fixtures,
     on_eval: OnEval | None = None,
     *,
     save_adapter_to: Path | None = None,
@@ -114,7 +114,7 @@ def finetune(
         release(base, model, forward)
 
 
-def fresh_adapter_metrics(spec: TrialSpec, fixtures: fx.Fixtures) -> dict[str, float]:
+def fresh_adapter_metrics(spec: TrialSpec, fixtures: session.Fixtures) -> dict[str, float]:
     """The untrained base, measured as a trial's eval measures (dpo: trl's DPO eval; grpo: rewards):
     a fresh LoRA adapter starts at zero (B = 0), so the model it measures is exactly the base."""
     kind = TRAINERS[spec.sweep.trainer]
@@ -136,7 +136,7 @@ class QLoRARecipe:
 
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg
-        self.fixtures = fx.get(cfg)
+        self.fixtures = session.get(cfg)
 
     def __call__(self, spec: TrialSpec, on_eval: OnEval) -> TrialResult:
         # The adapter is saved for the objective, which keeps the best one as results/<study>/best-adapter.
@@ -151,15 +151,15 @@ class QLoRARecipe:
 
     def task_baselines(self) -> baselines.Measured:
         """harness.tasks.baselines on exactly the rows trials are scored on (and train on)."""
-        train = fx.data_splits(self.cfg, self.fixtures.tokenizer).train.to_list()
+        train = prepare.data_splits(self.cfg, self.fixtures.tokenizer).train.to_list()
         return baselines.measure(self.cfg, train, self.fixtures.generation_rows)
 
     def provenance(self) -> dict[str, Any]:
         """Content hashes of the base, tokenizer and the splits as formatted here (harness.trial.provenance)."""
         from harness.trial import provenance
 
-        path = fx.resolve_model_path(self.cfg.model, self.cfg.source_path)
-        return provenance.measure(self.cfg, fx.data_splits(self.cfg, self.fixtures.tokenizer), path)
+        path = base.resolve_model_path(self.cfg.model, self.cfg.source_path)
+        return provenance.measure(self.cfg, prepare.data_splits(self.cfg, self.fixtures.tokenizer), path)
 
     def with_test_split(self) -> Recipe:
         """This recipe, also scoring each trial's best adapter on the held-out test split (test_* metrics):
@@ -174,5 +174,5 @@ class QLoRARecipe:
         return run
 
     def data_report(self) -> dict[str, dict[str, Any]]:
-        """How each split's rows fit max_seq_length (harness.trial.lengths), measured when they were tokenized."""
+        """How each split's rows fit max_seq_length (harness.core.lengths), measured when they were tokenized."""
         return {split: dict(figures) for split, figures in self.fixtures.lengths.items()}

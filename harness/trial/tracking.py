@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from harness.core import trialdir
 from harness.core.spec import TrialSpec
 from harness.sweepfile.schema import SweepConfig
 
@@ -115,7 +116,7 @@ class WandbTracker:
             entity=t.entity,
             group=cfg.name,
             job_type="sweep",
-            name=f"trial-{spec.number:04d}",
+            name=trialdir.trial_name(spec.number),
             config=config,
             tags=list(dict.fromkeys([*cfg.tags, *t.tags])),
             notes=cfg.description or None,
@@ -167,7 +168,7 @@ class TensorBoardTracker:
         self.last_step = 0
 
     def logdir(self, number: int) -> Path:
-        return self.cfg.study_dir / "tb" / f"trial-{number:04d}"
+        return self.cfg.study_dir / "tb" / trialdir.trial_name(number)
 
     def start(self, spec: TrialSpec) -> None:
         from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG

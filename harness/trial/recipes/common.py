@@ -20,7 +20,8 @@ from harness.core import trialdir
 from harness.core.spec import OnEval, TrialSpec
 from harness.errors import NonFiniteLoss
 from harness.sweepfile.schema import LOSS_METRICS, trainer_metrics
-from harness.trial import fixtures as fx
+from harness.trial import prepare, session
+from harness.trial.base import compute_dtype, use_gradient_checkpointing
 
 # measure(model, generate) -> the metrics of one eval; the trainer's module builds it (see recipe.py).
 Measure = Callable[[Any, bool], dict[str, float]]
@@ -50,7 +51,7 @@ class EvalLoop(TrainerCallback):
     plus load_best_model_at_end; a LoRA snapshot in memory does the same at a fraction of the cost.
     """
 
-    def __init__(self, spec: TrialSpec, fixtures: fx.Fixtures, on_eval: OnEval) -> None:
+    def __init__(self, spec: TrialSpec, fixtures: session.Fixtures, on_eval: OnEval) -> None:
         s = spec.sweep
         self.spec, self.fx, self.on_eval = spec, fixtures, on_eval
         # What one eval measures; the trainer's module sets it once its Trainer exists (recipe.finetune).
@@ -168,7 +169,7 @@ def restore_adapter(model: Any, state: dict[str, torch.Tensor]) -> None:
 
 
 def evaluate(
-    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generate: bool
+    model: Any, fixtures: session.Fixtures, spec: TrialSpec, generate: bool
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Loss metrics on the fixed eval subset; generation metrics on the fixed generation subset."""
     from harness.trial import evaluation as ev
@@ -183,7 +184,7 @@ def evaluate(
 
 
 def score(
-    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
+    model: Any, fixtures: session.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy batched generation on `rows`, scored for the task; per-row evidence for generations.jsonl.
 
@@ -192,7 +193,7 @@ def score(
     from harness.trial import evaluation as ev
 
     s = spec.sweep
-    fitted = fx.encode_rows(rows, fixtures.tokenizer, spec.training)
+    fitted = prepare.encode_rows(rows, fixtures.tokenizer, spec.training)
     rows = [r for r, e in zip(rows, fitted, strict=True) if e.has_completion]
     if not rows:
         return {}, []
@@ -214,7 +215,7 @@ _BASE_SCORES: dict[tuple[Any, ...], tuple[dict[str, float], list[dict[str, Any]]
 
 
 def compare_with_base(
-    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, generations: list[dict[str, Any]]
+    model: Any, fixtures: session.Fixtures, spec: TrialSpec, generations: list[dict[str, Any]]
 ) -> dict[str, float]:
     """The same generation rows with the adapter disabled (= the untrained base): adds
     `prediction_before` and `before_<score>` to each row of `generations` (in place) and returns the
@@ -240,7 +241,7 @@ def compare_with_base(
     return dict(before)
 
 
-def baseline_metrics(fixtures: fx.Fixtures, spec: TrialSpec) -> dict[str, float]:
+def baseline_metrics(fixtures: session.Fixtures, spec: TrialSpec) -> dict[str, float]:
     """The untrained base on the trials' eval subset (loss metrics) and generation rows, measured once
     per study. Only forward passes and generate: never state_dict() on the shared 4-bit base
     (see adapter_state)."""
@@ -250,7 +251,7 @@ def baseline_metrics(fixtures: fx.Fixtures, spec: TrialSpec) -> dict[str, float]
 
 
 def test_metrics(
-    model: Any, fixtures: fx.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
+    model: Any, fixtures: session.Fixtures, spec: TrialSpec, rows: list[dict[str, Any]]
 ) -> dict[str, float]:
     """Loss and generation metrics on the held-out test split, prefixed test_."""
     from harness.trial import evaluation as ev
@@ -294,7 +295,7 @@ def training_args(spec: TrialSpec, cuda: bool) -> dict[str, Any]:
     """The TrainingArguments every trainer's config shares: budget, optimizer, precision, no Trainer
     evals or saves (the eval loop does both), quiet logs, and the seeds."""
     t, s = spec.training, spec.sweep
-    dtype = fx.compute_dtype(s.model, cuda)
+    dtype = compute_dtype(s.model, cuda)
     return {
         "output_dir": str(spec.output_dir / "hf"),
         "max_steps": s.budget.max_steps,
@@ -306,7 +307,7 @@ def training_args(spec: TrialSpec, cuda: bool) -> dict[str, Any]:
         "optim": t.optim,
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
-        "gradient_checkpointing": fx.use_gradient_checkpointing(t, cuda),
+        "gradient_checkpointing": use_gradient_checkpointing(t, cuda),
         "bf16": cuda and dtype == torch.bfloat16,
         "fp16": cuda and dtype == torch.float16,
         "use_cpu": not cuda,

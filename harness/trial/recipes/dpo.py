@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.core.spec import TrialSpec
-from harness.trial import fixtures as fx
+from harness.trial import session
 from harness.trial.recipes.common import Measure, lora_config, score, training_args
 
 PAIR = ["prompt", "chosen", "rejected"]
@@ -42,7 +42,7 @@ def dpo_config(spec: TrialSpec, cuda: bool) -> Any:
     )
 
 
-def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
+def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> Any:
     from datasets import Dataset
     from trl import DPOTrainer
 
@@ -57,7 +57,7 @@ def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
     )
 
 
-def measure(trainer: Any, fixtures: fx.Fixtures, spec: TrialSpec) -> Measure:
+def measure(trainer: Any, fixtures: session.Fixtures, spec: TrialSpec) -> Measure:
     def run(model: Any, generate: bool) -> dict[str, float]:
         logged = trainer.evaluate()  # trl adds its rewards/* means to the returned dict when it logs it
         metrics = {ours: float(logged[theirs]) for theirs, ours in METRICS.items() if theirs in logged}

@@ -20,7 +20,7 @@ import torch
 
 from harness.core.spec import TrialSpec
 from harness.tasks import rewards
-from harness.trial import fixtures as fx
+from harness.trial import session
 from harness.trial.evaluation import generate_ids
 from harness.trial.recipes.common import Measure, lora_config, score, training_args
 from harness.trial.tokens import encode_prompts
@@ -50,7 +50,7 @@ def reward_functions(spec: TrialSpec) -> list[rewards.RewardFn]:
     return rewards.load(spec.training.reward_functions, folder)
 
 
-def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
+def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> Any:
     from trl import GRPOTrainer
 
     train = fixtures.train
@@ -67,7 +67,7 @@ def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
     )
 
 
-def measure(trainer: Any, fixtures: fx.Fixtures, spec: TrialSpec) -> Measure:
+def measure(trainer: Any, fixtures: session.Fixtures, spec: TrialSpec) -> Measure:
     t = spec.training
     functions = reward_functions(spec)
     weights = t.reward_weights or [1.0] * len(functions)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from harness.core.spec import TrialSpec
-from harness.trial import fixtures as fx
+from harness.trial import session
 from harness.trial.recipes.common import Measure, evaluate, lora_config, training_args
 
 
-def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
+def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> Any:
     from peft import get_peft_model
     from trl import SFTTrainer
 
@@ -24,7 +24,7 @@ def build(spec: TrialSpec, fixtures: fx.Fixtures, callbacks: list[Any]) -> Any:
     )
 
 
-def measure(trainer: Any, fixtures: fx.Fixtures, spec: TrialSpec) -> Measure:
+def measure(trainer: Any, fixtures: session.Fixtures, spec: TrialSpec) -> Measure:
     return lambda model, generate: evaluate(model, fixtures, spec, generate)[0]
 
 

@@ -1,4 +1,4 @@
-"""How the rows fit max_seq_length: figures per split, measured where the rows are tokenized (fixtures),
+"""How the rows fit max_seq_length: figures per split, measured where the rows are tokenized (trial.prepare),
 stored in the study (user attr `data_lengths`), and the text that says what happened to the long rows.
 
 The figures of one split (a plain dict, JSON-ready):
@@ -15,9 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from harness.trial.tokens import Encoded
+
+class Encoded(Protocol):
+    """What the figures read of a tokenized row (harness.trial.tokens.Encoded)."""
+
+    @property
+    def length(self) -> int: ...
+    @property
+    def shortened(self) -> bool: ...
+    @property
+    def has_completion(self) -> bool: ...
+
 
 SUGGEST_ABOVE = 0.10
 """Above this share of a split's rows shortened or dropped, the line suggests a max_seq_length."""

@@ -1,0 +1,204 @@
+"""Every Optuna user attribute harness stores: each key spelled once, with what it holds and who writes it.
+
+Optuna keeps free-form JSON per study and per trial (`study.user_attrs`, `trial.user_attrs`); harness
+writes them with `set_user_attr`, `enqueue_trial(user_attrs=...)` and harness.study.rdb.set_user_attrs.
+No other module spells a key (tests/test_attrs.py), so a writer and its readers cannot drift apart.
+
+The readers take anything with a `.user_attrs` mapping (optuna's Study, Trial and FrozenTrial, a test's
+stand-in) or that mapping itself (one read of a Study's attrs is one storage query: read it once, pass
+the dict); they return a typed value, or None / an empty container when the attr is absent or not of
+the type harness writes. No optuna, torch or pandas here: core sits below study, trial and results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias
+
+
+class HasUserAttrs(Protocol):
+    @property
+    def user_attrs(self) -> Mapping[str, Any]: ...
+
+
+Source: TypeAlias = HasUserAttrs | Mapping[str, Any]
+"""A study, a trial, or its `user_attrs` already read."""
+
+# ----------------------------------------------------------------------------------------------------
+# Study attrs: written once, when a study is created or first run
+
+FINGERPRINT = (
+    "fingerprint"  # hash of search space + objectives; resume._create writes, check_resumable compares
+)
+METRIC = "metric"  # the primary metric's name; resume._create
+METRICS = "metrics"  # study: the objectives' names in order, multi-objective only (resume._create);
+# trial: its final metrics {name: finite value}, measured with the best adapter (objective.record)
+TASK = "task"  # the sweep's task ("pricer", "text"); resume._create
+CONFIG = "config"  # the sweep config as JSON, without parameters, storage URL masked; resume._create
+PARAMETERS = "parameters"  # the search space as JSON, for `sweep confirm STUDY`; run.record_provenance, once
+PROVENANCE = "provenance"  # content hashes of base, tokenizer and data (harness.trial.provenance); run, once
+DATA_LENGTHS = "data_lengths"  # how the rows fit max_seq_length per split (harness.core.lengths); every run
+BASELINE_METRICS = "baseline_metrics"  # the untrained base's metrics; run.measure_baseline, once
+TASK_BASELINES = "task_baselines"  # baseline name -> its metrics (harness.tasks.baselines); run, once
+
+# ----------------------------------------------------------------------------------------------------
+# Trial attrs: who runs it (failures.mark_start, the trial's first line; failures.heartbeat)
+
+PID = "pid"  # the worker process's pid
+HOST = "host"  # the worker's hostname: the pid check only judges this host's trials
+PID_START = "pid_start"  # that process's start time (/proc), so a recycled pid is not taken for it
+DEVICE = "device"  # what the worker trains on ("cuda:1", "cpu×8"); shown by the views
+TRIAL_DIR = "trial_dir"  # the trial's folder (harness.core.trialdir), for its retry's checkpoint
+HEARTBEAT = "heartbeat"  # time.time() every HEARTBEAT_S while it trains, journal storage only
+
+# Trial attrs: seeds, retries and seed repeats
+
+SEED = "seed"  # the training seed; objective.retry_spec on every trial, enqueued on repeats and retries
+DATA_SEED = "data_seed"  # the data-order seed of a seed repeat; confirm.owed enqueues it
+REPEAT_OF = "repeat_of"  # a seed repeat's original trial number (`sweep confirm`); confirm.owed enqueues it
+REPEAT_INDEX = "repeat_index"  # which repeat of that config, 1..S; confirm.owed enqueues it
+RETRY_OF = "retry_of"  # the interrupted trial a retry re-runs; failures.retry_attrs enqueues it
+RESUME_FROM = "resume_from"  # the checkpoint folder a retry resumes from, or None; failures.retry_attrs
+RESTARTED = "restarted"  # why a retry trained from step 0 (checkpoint not reachable); objective.retry_spec
+FAIL_REASON = "fail_reason"  # why a FAIL trial failed ("interrupted": retried); objective, failures, confirm
+OOM_RETRY = "oom_retry"  # the smaller batch an out-of-memory trial was retried with; objective.run_recipe
+
+# Trial attrs: what a finished trial measured (objective.record, one storage call), METRICS above
+
+BEFORE_METRICS = "before_metrics"  # the untrained base's generation metrics on the same rows (compare_base)
+BEST_STEP = "best_step"  # the step of the best eval (the adapter kept)
+STEPS_RUN = "steps_run"  # train steps actually run
+DURATION_S = "duration_s"  # the recipe's own wall time, rounded to ms
+STOPPED_EARLY = "stopped_early"  # early stopping ended it
+PRUNED_AT = "pruned_at"  # the step a pruned trial stopped at (pruned trials only)
+
+# Trial attrs: memory and GPU figures (harness.trial.monitor.record: live while it runs, final at the end)
+
+PEAK_RSS_MB = "peak_rss_mb"  # the process's peak resident memory
+RSS_MB = "rss_mb"  # its resident memory at the last sample
+CUDA_PEAK_ALLOCATED_MB = "cuda_peak_allocated_mb"  # peak CUDA tensor memory, summed over devices
+CUDA_PEAK_RESERVED_MB = "cuda_peak_reserved_mb"  # peak CUDA allocator cache (what nvidia-smi shows)
+CUDA_UTIL = "cuda_util"  # mean GPU utilisation (%) over the samples
+
+RESOURCES = (PEAK_RSS_MB, RSS_MB, CUDA_PEAK_ALLOCATED_MB, CUDA_PEAK_RESERVED_MB, CUDA_UTIL)
+"""Every figure a ResourceMonitor reports, in its order (also metrics.json's "resources")."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Readers
+
+
+def of(source: Source) -> Mapping[str, Any]:
+    """The user attrs of a study or trial (read once), or the mapping given."""
+    return source if isinstance(source, Mapping) else source.user_attrs
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return dict(v) if isinstance(v, Mapping) else {}
+
+
+# Study
+
+
+def config(study: Source) -> dict[str, Any]:
+    """The stored sweep config; {} for a study not created by `sweep run`."""
+    return _dict(of(study).get(CONFIG))
+
+
+def metric(study: Source) -> str | None:
+    return _str(of(study).get(METRIC))
+
+
+def objective_names(study: Source) -> list[str] | None:
+    """The objectives' names of a multi-objective study; None for one objective."""
+    names = of(study).get(METRICS)
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
+def task(study: Source) -> str | None:
+    return _str(of(study).get(TASK))
+
+
+def provenance(study: Source) -> dict[str, Any] | None:
+    v = of(study).get(PROVENANCE)
+    return dict(v) if isinstance(v, Mapping) else None
+
+
+def data_lengths(study: Source) -> dict[str, Any]:
+    return _dict(of(study).get(DATA_LENGTHS))
+
+
+def baseline_metrics(study: Source) -> dict[str, Any]:
+    return _dict(of(study).get(BASELINE_METRICS))
+
+
+def task_baselines(study: Source) -> dict[str, Any]:
+    return _dict(of(study).get(TASK_BASELINES))
+
+
+# Trial
+
+
+def fail_reason(trial: Source) -> str | None:
+    return _str(of(trial).get(FAIL_REASON))
+
+
+def metrics(trial: Source) -> dict[str, float]:
+    """A finished trial's final metrics (finite values only, as objective.record stores them)."""
+    return _dict(of(trial).get(METRICS))
+
+
+def before_metrics(trial: Source) -> dict[str, float]:
+    return _dict(of(trial).get(BEFORE_METRICS))
+
+
+def best_step(trial: Source) -> int | None:
+    return _int(of(trial).get(BEST_STEP))
+
+
+def steps_run(trial: Source) -> int | None:
+    return _int(of(trial).get(STEPS_RUN))
+
+
+def duration_s(trial: Source) -> float | None:
+    return _float(of(trial).get(DURATION_S))
+
+
+def seed(trial: Source) -> int | None:
+    return _int(of(trial).get(SEED))
+
+
+def data_seed(trial: Source) -> int | None:
+    return _int(of(trial).get(DATA_SEED))
+
+
+def repeat_of(trial: Source) -> int | None:
+    """The original trial's number for a seed repeat; None for a trial the sampler chose."""
+    return _int(of(trial).get(REPEAT_OF))
+
+
+def repeat_index(trial: Source) -> int | None:
+    return _int(of(trial).get(REPEAT_INDEX))
+
+
+def trial_dir(trial: Source) -> Path | None:
+    v = of(trial).get(TRIAL_DIR)
+    return Path(v) if isinstance(v, str) and v else None
+
+
+def resume_from(trial: Source) -> str | None:
+    v = _str(of(trial).get(RESUME_FROM))
+    return v or None

@@ -28,9 +28,7 @@ Source: TypeAlias = HasUserAttrs | Mapping[str, Any]
 # ----------------------------------------------------------------------------------------------------
 # Study attrs: written once, when a study is created or first run
 
-FINGERPRINT = (
-    "fingerprint"  # hash of search space + objectives; resume._create writes, check_resumable compares
-)
+FINGERPRINT = "fingerprint"  # hash of search space + objectives; resume._create, check_resumable
 METRIC = "metric"  # the primary metric's name; resume._create
 METRICS = "metrics"  # study: the objectives' names in order, multi-objective only (resume._create);
 # trial: its final metrics {name: finite value}, measured with the best adapter (objective.record)

@@ -4,6 +4,7 @@ is our bug), and the trial outcomes both sides of the recipe/objective boundary 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -51,22 +52,59 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+NAME_MAX = 255
+"""Bytes in one file name on Linux, macOS and Windows file systems: a study name becomes a folder."""
+
+
 def check_name(name: str, what: str = "name") -> str:
-    """Names that become folder names must not escape results/ (no '/', '..', absolute paths)."""
+    """Names that become folder names must not escape results/ (no '/', '..', absolute paths), must fit in
+    one file name (NAME_MAX bytes), and must survive the SQLite URL they become part of (`?` starts a
+    URL's query, `%` an escape: sqlite:///results/a?b/study.db opens results/a)."""
     bad = (
         not name
         or name in {".", ".."}
-        or "/" in name
-        or "\\" in name
-        or "\x00" in name
+        or any(c in name for c in "/\\?%")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
         or name.startswith(("~", "-"))
     )
     if bad:
         raise ConfigError(
-            f"{what} {name!r} cannot be used as a folder name: use letters, digits, '-', '_' or '.', "
-            "without '/', '..' or a leading '~' or '-'."
+            f"{what} {_shown(name)} cannot be used as a folder name: use letters, digits, '-', '_' or '.', "
+            "without '/', '..', '?', '%', control characters or a leading '~' or '-'."
+        )
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > NAME_MAX:
+        raise ConfigError(
+            f"{what} {_shown(name)} is {size} bytes long; as a folder name it may be at most {NAME_MAX} "
+            "bytes: shorten it."
         )
     return name
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A value as a message shows it: repr, cut in the middle past `limit` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit // 2]}...{shown[-limit // 2 :]}"
+
+
+CALLABLE_SPEC = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*(\.[^\W\d]\w*)*")
+"""`package.module:function`: dotted Python names on both sides, so never a path (no '/', '..', '~')."""
+
+
+NOT_A_PATH = "a module is named by its dotted Python name, never by a path; put its folder on PYTHONPATH"
+
+
+def check_callable_spec(text: str, what: str) -> str:
+    """A `module:function` spec (a recipe, a reward function, a custom metric) names a module by its
+    dotted name, found on the import path; a file path or a relative `..` name is an error."""
+    if not isinstance(text, str) or not CALLABLE_SPEC.fullmatch(text):
+        module = str(text).partition(":")[0]
+        path_like = any(s in module for s in ("/", "\\", "..", "~"))
+        raise ConfigError(
+            f"{what} {_shown(str(text))}: expected package.module:function, e.g. my_module:my_function"
+            + (f" ({NOT_A_PATH})" if path_like else "")
+        )
+    return text
 
 
 class RewardFailed(TrialFailed):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from harness.errors import ConfigError
-from harness.sweepfile.schema import SweepConfig, TrainingConfig
+from harness.errors import ConfigError, check_callable_spec
+from harness.sweepfile.schema import SEED_LIMIT, SweepConfig, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class TrialSpec:
             training=training,
             sweep=sweep,
             output_dir=output_dir,
-            seed=sweep.seed + max(number, 0),
+            seed=(sweep.seed + max(number, 0)) % SEED_LIMIT,  # numpy takes seeds below 2**32
         )
 
     @property
@@ -153,15 +154,21 @@ def import_recipe(spec: str, search: Sequence[Path] = ()) -> Recipe:
 def import_callable(text: str, what: str, search: Sequence[Path] = ()) -> Any:
     """`package.module:function` (or `module:Class.method`) -> the callable, importing from `search`
     folders too; every problem is a ConfigError naming `what` (a recipe, a reward function) and `text`."""
-    module, sep, name = text.partition(":")
-    if not sep or not module or not name:
-        raise ConfigError(f"{what} {text!r}: expected package.module:function")
+    check_callable_spec(text, what)  # dotted names only: never a path, never a relative `..` import
+    module, _, name = text.partition(":")
     added = [str(p) for p in search if str(p) not in sys.path]
     sys.path[:0] = added
     try:
         obj: Any = importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(f"{what} {text!r}: cannot import {module}: {e}") from None
+    except SyntaxError as e:  # not an ImportError: the user's file is there but is not Python
+        where = f"{e.filename}, line {e.lineno}" if e.filename else module
+        raise ConfigError(f"{what} {text!r}: {where}: syntax error: {e.msg}") from None
+    except Exception as e:  # the user's module raised while it was imported
+        raise ConfigError(
+            f"{what} {text!r}: importing {module} raised {type(e).__name__}: {e} ({raised_at(e)})"
+        ) from None
     finally:
         for p in added:
             sys.path.remove(p)
@@ -172,3 +179,12 @@ def import_callable(text: str, what: str, search: Sequence[Path] = ()) -> Any:
     if not callable(obj):
         raise ConfigError(f"{what} {text!r} is not callable")
     return obj
+
+
+def raised_at(e: BaseException) -> str:
+    """'file, line N' of the innermost frame of e's traceback outside Python's import machinery: where the
+    user's module went wrong."""
+    frames = traceback.extract_tb(e.__traceback__)
+    ours = [f for f in frames if "importlib" not in f.filename and not f.filename.startswith("<")]
+    last = (ours or frames)[-1] if frames else None
+    return f"{last.filename}, line {last.lineno}" if last else "while importing"

@@ -33,7 +33,7 @@ from harness.core.spec import Recipe
 from harness.errors import ConfigError, HarnessError, TrialFailed
 from harness.study import failures, noise, ranking, resume
 from harness.study import storage as st
-from harness.sweepfile.schema import SweepConfig
+from harness.sweepfile.schema import SEED_LIMIT, SweepConfig
 
 SEED_STRIDE = 1_000_003
 """Repeat k of a trial with seed s trains with seed s + SEED_STRIDE * k: never another trial's seed
@@ -56,7 +56,7 @@ class ConfirmOutcome:
 
 
 def repeat_seed(seed: int, index: int) -> int:
-    return seed + SEED_STRIDE * index
+    return (seed + SEED_STRIDE * index) % SEED_LIMIT  # numpy takes seeds below 2**32
 
 
 def targets(study: optuna.Study, top: int) -> list[FrozenTrial]:

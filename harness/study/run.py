@@ -29,6 +29,7 @@ from harness.errors import HarnessError, TrialFailed, problems_error
 from harness.study import failures, ranking, resume
 from harness.study import storage as st
 from harness.study.objective import Objective, StopAfterFailures
+from harness.sweepfile import checks
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
 from harness.trial import provenance
@@ -80,7 +81,8 @@ def run_sweep(
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> RunOutcome:
     """`callbacks` run after each trial, as Optuna's (e.g. a budget in train steps; benchmarks/quality.py)."""
-    found = tasks.check(cfg)  # a config built without load_sweep's checks: still nothing written
+    # A config built without load_sweep's checks: still nothing written.
+    found = checks.config_problems(cfg) + checks.space_problems(cfg) + tasks.check(cfg)
     if found:
         raise problems_error(cfg.source_path or cfg.name, found)
     console = console or Console(highlight=False)

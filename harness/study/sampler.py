@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness import compat
 from harness.study import space
-from harness.sweepfile.schema import SweepConfig
+from harness.sweepfile.schema import SEED_LIMIT, SweepConfig
 
 
 def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
@@ -40,7 +40,7 @@ def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
 
 
 class PerTrialSeed(optuna.samplers.BaseSampler):
-    """A sampler re-made for each trial with seed `seed + 7919 * trial.number`.
+    """A sampler re-made for each trial with seed `seed + 7919 * trial.number` (modulo 2**32: numpy's limit).
 
     One seed per process gave two workers started together the same random stream, so they trained the
     same params side by side. Trial numbers are unique in a study (the storage hands them out), so seeding
@@ -53,7 +53,7 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
         self.inner = make(seed)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        fresh = self.make(self.seed + 7919 * trial.number)
+        fresh = self.make((self.seed + 7919 * trial.number) % SEED_LIMIT)
         keep_caches(self.inner, fresh)
         self.inner = fresh
         self.inner.before_trial(study, trial)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -49,9 +50,80 @@ def check_url(url: str) -> None:
         )
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
-        parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+        _check_sqlite_url(url, path)
+        try:
+            parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+        except OSError as e:  # a name too long for the file system, ...
+            raise StorageError(f"storage {url}: {e.strerror or e}") from None
         if not os.access(parent, os.W_OK):
             raise StorageError(f"storage {url}: folder {parent} is not writable")
+
+
+def _check_sqlite_url(url: str, path: Path) -> None:
+    """The path SQLAlchemy will open is the path harness writes to: in a URL `?` starts the query and `%`
+    an escape, so sqlite:///results/a?b/study.db would open results/a."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        opened = make_url(url).database
+    except Exception:  # noqa: BLE001 - any URL SQLAlchemy cannot parse is the user's to fix
+        opened = None
+    if opened != str(path):
+        raise StorageError(
+            f"storage {url}: SQLAlchemy would open {opened!r}, not {str(path)!r} ('?', '#' and '%' mean "
+            "something in a URL): choose a results folder and study name without them"
+        )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+CREATING_S = 2.0
+"""How long a zero-byte study.db may stay empty: one being created by another worker (use_wal) gets its
+header within microseconds; one that stays empty was truncated, and opening it would make it a new one."""
+
+
+def check_sqlite_file(path: Path, reading: bool = False) -> None:
+    """An existing study.db must be a SQLite database, and for the read-only verbs an Optuna one: opening
+    anything else (a zero-byte file, a file that is not SQLite) would turn it into an empty study database
+    and hide what happened to the old one. Nothing is opened or written here."""
+    try:
+        if not path.exists():
+            return
+        if path.is_dir():
+            raise StorageError(f"storage {path} is a folder; expected a SQLite study database (study.db)")
+        deadline = time.monotonic() + CREATING_S
+        while path.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise StorageError(f"storage {path}: cannot be read: {e.strerror or e}") from None
+    if head != SQLITE_HEADER:
+        what = "is empty (0 bytes)" if size == 0 else f"is not a SQLite database ({size:,} bytes)"
+        raise StorageError(
+            f"study database {path} {what}; harness neither reads nor overwrites it. If it held your "
+            "study, restore it from a backup; otherwise move it away (the next `sweep run` creates a new "
+            "study there), or give another --storage / results_dir"
+        )
+    if reading and not _has_optuna_tables(path):
+        raise StorageError(
+            f"study database {path} is a SQLite database without Optuna's tables, so it holds no study "
+            "(`sweep run` creates them); give the study.db of a sweep"
+        )
+
+
+def _has_optuna_tables(path: Path) -> bool:
+    import sqlite3
+
+    try:
+        # A plain connection, as RDBStorage's: the file exists and is SQLite, so nothing is created, and
+        # its close removes the -wal/-shm files it may make (a read-only one would leave them behind).
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+            found = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'")
+            return found.fetchone() is not None
+    except sqlite3.DatabaseError:
+        return False
 
 
 def use_wal(path: Path) -> None:
@@ -83,6 +155,7 @@ def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStor
             )
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
+            check_sqlite_file(path, reading=not create_dirs)
             if create_dirs:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 use_wal(path)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, closest, problems_error
+from harness.sweepfile import checks as machine
 from harness.sweepfile import reader, trainers
 from harness.sweepfile.expect import read_expectations
 from harness.sweepfile.schema import TASK_METRICS, Expectation, ParamSpec, SweepConfig, known_metrics
@@ -147,12 +148,15 @@ def load_sweep(
         )
         if problem:
             problems.append(f"  - expect: {problem}")
+    if cfg is not None:
+        problems += machine.config_problems(cfg)  # numbers, paths, module:function specs
     if cfg is not None and checks is not None:  # on the expectations that parsed
         problems += checks(cfg.model_copy(update={"expectations": tuple(expectations)}))
     if problems or cfg is None:
         raise problems_error(str(path), problems)
     params = load_parameters(cfg, inline)
     cfg = cfg.model_copy(update={"parameters": params, "expectations": tuple(expectations)})
+    machine.check(cfg)  # the space against the rest: integers the machine holds, a grid it can enumerate
     trainers.check(cfg)  # needs the search space: GRPO's batches must hold whole generation groups
     return cfg
 

@@ -21,11 +21,15 @@ Distribution = Literal[
     "q_uniform",
 ]
 
+LOG_MIN, LOG_MAX = -700.0, 700.0
+"""log_uniform's natural-log bounds: exp() of them stays a positive, finite float (e**709 is the largest)."""
+
 
 class ParamSpec(BaseModel):
     """One entry of a W&B `parameters:` block."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # `.inf` and `.nan` are YAML floats; as a bound or a step they are always a mistake.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     value: Any = None
     values: list[Any] | None = None
@@ -55,12 +59,23 @@ class ParamSpec(BaseModel):
         if self.values is not None and not self.values:
             raise ValueError("`values` is empty")
         if self.min is not None and self.max is not None:
+            if self.kind == "int_uniform" and not (self.min.is_integer() and self.max.is_integer()):
+                raise ValueError(
+                    f"int_uniform needs whole-number min and max (got {self.min:g} and {self.max:g}); "
+                    "for fractions use distribution: uniform"
+                )
             if self.min > self.max:
                 raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
             if self.kind == "log_uniform_values" and self.min <= 0:
                 raise ValueError(f"log_uniform_values needs min > 0 (got min {self.min:g})")
             if self.kind == "q_uniform" and (self.q is None or self.q <= 0):
                 raise ValueError("q_uniform needs a step `q` > 0")
+            if self.kind == "log_uniform" and not (LOG_MIN <= self.min and self.max <= LOG_MAX):
+                raise ValueError(
+                    f"log_uniform takes natural-log bounds, from {LOG_MIN:g} to {LOG_MAX:g} (got min "
+                    f"{self.min:g}, max {self.max:g}): exp() of them is the value; for the values "
+                    "themselves use log_uniform_values"
+                )
             if self.kind in ("constant", "categorical"):
                 raise ValueError(f"distribution {self.kind!r} takes `value`/`values`, not min/max")
         elif forms[2]:

@@ -68,6 +68,11 @@ SCHEDULERS = (
 )  # fmt: skip
 
 
+SEED_LIMIT = 2**32
+"""numpy's RandomState (every Optuna sampler, transformers' set_seed) takes seeds 0 .. 2**32 - 1: the
+seeds derived from the sweep's (per trial, per sampler, per repeat) are taken modulo SEED_LIMIT."""
+
+
 def _one_of(value: str, names: tuple[str, ...], what: str) -> str:
     if value not in names:
         hint = closest(value, names)
@@ -82,7 +87,9 @@ def _one_of(value: str, names: tuple[str, ...], what: str) -> str:
 class Strict(BaseModel):
     """Unknown keys are errors (a typo must never silently become a default); configs are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # `.inf` / `.nan` are YAML floats; no setting of a sweep means them (an infinite learning rate passes
+    # `gt=0`, a NaN passes no check at all and fails every trial).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(Strict):
@@ -383,7 +390,9 @@ class SweepConfig(Strict):
     parameters: dict[str, ParamSpec] = {}
     """Inline W&B-style parameters; merged over the file's (inline wins). Once loaded: the whole space."""
     method: Literal["tpe", "random", "grid", "cmaes", "gp"] = "tpe"
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=SEED_LIMIT)
+    """Seeds the sampler and every trial (trial N trains with seed + N, its sampler draws with seed + 7919 N,
+    seed repeats add 1,000,003 per repeat, each modulo 2**32): 0 .. 2**32 - 1, what numpy accepts."""
     metric: MetricConfig = MetricConfig()
     """The objective (single-objective study), or the primary metric of `metrics:`."""
     metrics: list[MetricConfig] | None = None

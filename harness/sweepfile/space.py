@@ -6,6 +6,7 @@ People paste their W&B sweep blocks, so the syntax is W&B's: `value`, `values`, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,6 +36,8 @@ def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:
             for err in e.errors():
                 sub = ".".join(str(p) for p in err["loc"])
                 msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] not in ("value_error", "extra_forbidden") and "input" in err:
+                    msg += f" (got {_short(err['input'])})"
                 if err["type"] == "extra_forbidden":
                     hint = closest(str(err["loc"][-1]), ParamSpec.model_fields)
                     msg = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
@@ -53,11 +56,25 @@ def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:
     return out
 
 
+FRACTIONAL = ("uniform", "log_uniform", "log_uniform_values")
+"""Distributions that sample fractions (q_uniform does too, unless its min, max and q are whole)."""
+
+
 def _check_against_schema(key: str, name: str, spec: ParamSpec) -> list[str]:
     """Every value the space can produce must be a valid training setting (r > 0, dropout < 1, ...)."""
     if name == "lora_alpha_multiple":
-        bad = [v for v in spec.candidates() if not isinstance(v, (int, float)) or v <= 0]
-        return [f"{key}: must be a positive number (got {bad[0]!r})"] if bad else []
+        bad = [
+            v
+            for v in spec.candidates()
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf
+        ]
+        return [f"{key}: must be a positive, finite number (got {bad[0]!r})"] if bad else []
+    field = TrainingConfig.model_fields[name]
+    if field.annotation is int and _fractional(spec):
+        return [
+            f"{key}: {name} is a whole number, but distribution {spec.kind} samples fractions; use "
+            f"int_uniform (whole min and max, e.g. {{min: 4, max: 32}}) or values: [...]"
+        ]
     problems = []
     for v in spec.candidates():
         try:
@@ -67,3 +84,16 @@ def _check_against_schema(key: str, name: str, spec: ParamSpec) -> list[str]:
             problems.append(f"{key}: value {v!r} is invalid: {msg}")
             break
     return problems
+
+
+def _fractional(spec: ParamSpec) -> bool:
+    if spec.kind in FRACTIONAL:
+        return True
+    if spec.kind == "q_uniform":
+        return not all(float(x).is_integer() for x in (spec.min, spec.max, spec.q) if x is not None)
+    return False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.spec import import_callable
-from harness.errors import ConfigError, RewardFailed
+from harness.errors import CALLABLE_SPEC, ConfigError, RewardFailed
 from harness.sweepfile.schema import SweepConfig, reward_name
 from harness.tasks.task import RewardFn, Task, every
 
@@ -128,6 +128,8 @@ def problems(cfg: SweepConfig) -> list[str]:
     out = []
     folder = Path(cfg.source_path).parent if cfg.source_path else None
     for spec in specs:
+        if ":" in spec and not CALLABLE_SPEC.fullmatch(spec):
+            continue  # not a module:function at all: sweepfile's checks say so (harness.sweepfile.checks)
         try:
             resolve(spec, folder)
         except ConfigError as e:

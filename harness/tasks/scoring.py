@@ -8,7 +8,6 @@ are comparable. What each number means is documented once, in evaluation.py's do
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from harness.errors import ConfigError, closest
+from harness.core.spec import raised_at
+from harness.errors import CALLABLE_SPEC, ConfigError, closest
 from harness.tasks.task import get
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -101,8 +101,6 @@ def score_generations(
 # ----------------------------------------------------------------------------------------------------
 # Custom metrics
 
-_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
 
 class CustomMetricError(RuntimeError):
     """A custom metric raised or returned something unusable. Not a HarnessError on purpose: it is a bug
@@ -111,7 +109,7 @@ class CustomMetricError(RuntimeError):
 
 def load_custom_metric(spec: str) -> Callable[..., Mapping[str, float]]:
     """Import `package.module:function`; any problem is a ConfigError that says what to fix."""
-    if not isinstance(spec, str) or not _SPEC.match(spec.strip()):
+    if not isinstance(spec, str) or not CALLABLE_SPEC.fullmatch(spec.strip()):
         raise ConfigError(
             f"custom metric {spec!r} is not of the form package.module:function "
             "(for example mymetrics:length_ratio)"
@@ -126,9 +124,13 @@ def load_custom_metric(spec: str) -> Callable[..., Mapping[str, float]]:
                 "(is it installed, or its folder on PYTHONPATH? e.g. PYTHONPATH=. sweep run ...)"
             ) from e
         raise ConfigError(f"custom metric {spec!r}: importing {module_name!r} failed: {e}") from e
-    except Exception as e:  # the user's module itself is broken (SyntaxError, error at import time, ...)
+    except SyntaxError as e:  # not an ImportError: the user's file is there but is not Python
+        where = f"{e.filename}, line {e.lineno}" if e.filename else repr(module_name)
+        raise ConfigError(f"custom metric {spec!r}: {where}: syntax error: {e.msg}") from None
+    except Exception as e:  # the user's module raised while it was imported
         raise ConfigError(
-            f"custom metric {spec!r}: importing {module_name!r} failed: {type(e).__name__}: {e}"
+            f"custom metric {spec!r}: importing {module_name!r} failed: {type(e).__name__}: {e} "
+            f"({raised_at(e)})"
         ) from e
 
     obj: Any = module

@@ -4,6 +4,8 @@ factories, tested at config level (no GPU here)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +62,101 @@ def resolve_model_path(model_cfg: ModelConfig, source_path: str | None = None) -
     if source_path and not local.is_absolute() and (Path(source_path).parent / local).exists():
         local = Path(source_path).parent / local
     if local.exists():
-        if not (local / "config.json").exists():
-            raise ConfigError(f"model.name {model_cfg.name!r} is a folder without config.json")
+        check_model_folder(local, model_cfg.name)
         return str(local)
     if model_cfg.name.startswith((".", "/", "~")):
         raise ConfigError(f"model.name: folder not found: {model_cfg.name}")
-    return model_cfg.name  # a hub id; loading it needs network access
+    check_hub_id(model_cfg)
+    return model_cfg.name  # a hub id; loading it needs network access (or the local hub cache)
+
+
+WEIGHTS = ("*.safetensors", "*.bin")
+"""What from_pretrained loads weights from (sharded checkpoints too: their shards have these names)."""
+
+
+def check_model_folder(folder: Path, name: str) -> None:
+    """A local model folder, checked from its files alone (nothing loaded): a config.json that is a JSON
+    object naming its `model_type`, and weights that are not empty. Loading would fail on either after
+    the data is prepared, with a message about neither the folder nor the key."""
+    where = f"model.name {name!r}"
+    if not folder.is_dir():
+        raise ConfigError(f"{where} is a file; give the folder holding config.json and the weights")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ConfigError(
+            f"{where} is a folder without config.json; give a folder saved by save_pretrained() "
+            "(config.json and *.safetensors), a hub id, or builtin:tiny-llama"
+        )
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        line = f" (line {e.lineno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ConfigError(
+            f"{where}: {config} is not valid JSON{line}; it should be the config save_pretrained() wrote, "
+            'a JSON object with "model_type" (e.g. "llama")'
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ConfigError(
+            f'{where}: {config} has no "model_type"; transformers needs it to know the architecture '
+            '(e.g. "model_type": "llama"): give the config save_pretrained() wrote'
+        )
+    weights = [p for pattern in WEIGHTS for p in folder.glob(pattern) if p.is_file()]
+    if not weights:
+        raise ConfigError(
+            f"{where}: folder {folder} has no weights (no *.safetensors or *.bin file); save the model "
+            "into it with save_pretrained(), or give a hub id"
+        )
+    empty = [p.name for p in weights if p.stat().st_size == 0]
+    if empty:
+        raise ConfigError(
+            f"{where}: weight file(s) {', '.join(sorted(empty))} in {folder} are empty (0 bytes)"
+        )
+
+
+def check_hub_id(model_cfg: ModelConfig) -> None:
+    """A hub id: well formed, and when the hub is offline (HF_HUB_OFFLINE=1) already in the local cache;
+    otherwise the first download would be the first error, after the data is prepared."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    name = model_cfg.name
+    try:
+        cached = try_to_load_from_cache(name, "config.json", revision=model_cfg.revision)
+    except ValueError as e:  # huggingface_hub's HFValidationError
+        raise ConfigError(
+            f"model.name {name!r} is no local folder and not a hub id ({str(e).split(':')[0]}); "
+            "give a folder, a hub id such as meta-llama/Llama-3.2-1B, or builtin:tiny-llama"
+        ) from None
+    if isinstance(cached, str):
+        return
+    flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    if flag or constants.HF_HUB_OFFLINE:
+        raise ConfigError(
+            f"model.name {name!r} is a hub id, but the hub is offline (HF_HUB_OFFLINE=1) and the model is "
+            f"not in the local cache ({constants.HF_HUB_CACHE}): download it where there is a network "
+            "(huggingface-cli download ...), give a local folder, or use builtin:tiny-llama"
+        )
+
+
+def cannot_load(model_cfg: ModelConfig, what: str, e: BaseException) -> ConfigError:
+    """A base model or tokenizer transformers could not load (no network for a hub id, files it cannot
+    read): one error naming model.name, instead of a traceback after the data was prepared."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ConfigError(
+        f"model.name {model_cfg.name!r}: the {what} cannot be loaded: {first}; give a local folder, "
+        "a hub id that can be downloaded here, or builtin:tiny-llama"
+    )
 
 
 @cache.session_fixture
 def tokenizer(key: dict[str, Any], model_cfg: ModelConfig, model_path: str) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(
-        model_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
-    )
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            model_path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as e:  # unreachable hub, missing or unreadable tokenizer files
+        raise cannot_load(model_cfg, "tokenizer", e) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -86,6 +168,7 @@ def base_model(
 ) -> Any:
     """The frozen, quantized base, prepared for k-bit training once for all trials."""
     from peft import prepare_model_for_kbit_training
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     cuda = device() == "cuda"
@@ -101,7 +184,10 @@ def base_model(
         kwargs["quantization_config"] = quant
     if model_cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = model_cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except (OSError, SafetensorError) as e:  # unreachable hub, unreadable weight files
+        raise cannot_load(model_cfg, "base model", e) from e
     if quant is not None:
         keep_4bit_layout_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)

@@ -47,7 +47,7 @@ def test_trial_trains_lora_on_a_4bit_base_and_leaves_the_base_unchanged(tiny, tm
     from transformers import set_seed
 
     set_seed(spec.seed)
-    peft_model = get_peft_model(fx.model, lora_config(spec))
+    peft_model = get_peft_model(fx.model, lora_config(spec, fx.model))
     seen.update(adapter_state(peft_model))
     peft_model.unload()
 

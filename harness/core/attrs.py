@@ -70,6 +70,7 @@ STEPS_RUN = "steps_run"  # train steps actually run
 DURATION_S = "duration_s"  # the recipe's own wall time, rounded to ms
 STOPPED_EARLY = "stopped_early"  # early stopping ended it
 PRUNED_AT = "pruned_at"  # the step a pruned trial stopped at (pruned trials only)
+TRAINED = "trained_on"  # what the adapter really covered: {lora_modules, base_layer} (TrialResult.trained)
 
 # Trial attrs: memory and GPU figures (harness.trial.monitor.record: live while it runs, final at the end)
 
@@ -161,6 +162,11 @@ def metrics(trial: Source) -> dict[str, float]:
 
 def before_metrics(trial: Source) -> dict[str, float]:
     return _dict(of(trial).get(BEFORE_METRICS))
+
+
+def trained(trial: Source) -> dict[str, Any]:
+    """{lora_modules: [...], base_layer: "Linear4bit"} of a trained trial; {} for one without."""
+    return _dict(of(trial).get(TRAINED))
 
 
 def best_step(trial: Source) -> int | None:

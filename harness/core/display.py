@@ -19,6 +19,12 @@ SHORT = {
     "optim": "optim",
     "weight_decay": "wd",
     "max_grad_norm": "clip",
+    "target_modules": "targets",
+    "quantization": "quant",
+    "use_rslora": "rslora",
+    "loraplus_lr_ratio": "lora+",
+    "lora_modules": "lora",
+    "base_layer": "base",
 }
 
 

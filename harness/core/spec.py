@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import ConfigError, check_callable_spec
-from harness.sweepfile.schema import SEED_LIMIT, SweepConfig, TrainingConfig
+from harness.sweepfile.schema import SEED_LIMIT, ModelConfig, SweepConfig, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,14 @@ class TrialSpec:
     (differences come from the params). Seed repeats (`sweep confirm`) set their own."""
     resume_from: Path | None = None
     """A checkpoint folder (trialdir layout) to continue from: set on the retry of an interrupted trial."""
+    quantization: str | None = None
+    """The base's quantization when the search space samples it; None: the sweep's `model.quantization`."""
 
     @classmethod
     def build(cls, sweep: SweepConfig, params: dict[str, Any], number: int, output_dir: Path) -> TrialSpec:
         values = dict(params)
         multiple = values.pop("lora_alpha_multiple", None)
+        quantization = values.pop("quantization", None)
         training = sweep.training.model_copy(update=values)
         if multiple is not None:
             training = training.model_copy(update={"lora_alpha": float(multiple) * training.r})
@@ -50,7 +53,15 @@ class TrialSpec:
             sweep=sweep,
             output_dir=output_dir,
             seed=(sweep.seed + max(number, 0)) % SEED_LIMIT,  # numpy takes seeds below 2**32
+            quantization=None if quantization is None else str(quantization),
         )
+
+    @property
+    def model(self) -> ModelConfig:
+        """The base this trial trains on: the sweep's `model:` with the sampled quantization."""
+        if self.quantization is None or self.quantization == self.sweep.model.quantization:
+            return self.sweep.model
+        return self.sweep.model.model_copy(update={"quantization": self.quantization})  # checked at load
 
     @property
     def lora_alpha(self) -> float:
@@ -77,11 +88,16 @@ class TrialResult:
     before_metrics: dict[str, float] = field(default_factory=dict)
     """Generation metrics of the untrained base (adapter disabled) on the same rows as `metrics`
     (evaluation.compare_base); the per-row `prediction_before` is in `generations`."""
+    trained: dict[str, Any] = field(default_factory=dict)
+    """What the adapter really trained, read from the model: `lora_modules` (the adapted modules' names
+    within their block, sorted) and `base_layer` (the class of the base layers under the adapters, e.g.
+    Linear4bit). Added to params.json (trialdir.write_result) and the trial's user attrs."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("generations")
         d.pop("train_log")
+        d.pop("trained")  # params.json's, with what was asked for
         return d
 
 

@@ -2,7 +2,9 @@
 
 results/<study>/study.db       the default storage (SQLite), when the sweep file names none (study_db)
 results/<study>/trial-0007/
-  params.json          sampled params and the full training settings used (write_params)
+  params.json          sampled params, the full training settings used and the base's quantization
+                       (write_params); once trained, what the adapter really covered: lora_modules,
+                       base_layer (write_result)
   metrics.json         state, value, best step, history, resources: written once, when the trial ends
   generations.jsonl    prompt, reference, prediction, per-row scores
   log.jsonl            training log lines and evals by step
@@ -131,6 +133,7 @@ def write_params(spec: TrialSpec) -> None:
             "seed": spec.seed,
             "sampled": spec.params,
             "training": spec.training.model_dump(mode="json"),
+            "quantization": spec.model.quantization,
         },
     )
 
@@ -141,6 +144,9 @@ def write_result(
     """Everything a finished trial leaves; metrics.json is written once, with its resource figures."""
     extra = {"resources": resources} if resources is not None else {}
     write_json(spec.output_dir / "metrics.json", {"state": state, **result.to_dict(), **extra})
+    params = spec.output_dir / "params.json"
+    if result.trained and params.is_file():  # what was asked for, then what the model really had
+        write_json(params, {**read_json(params), **result.trained})
     write_jsonl(spec.output_dir / "generations.jsonl", result.generations)
     write_jsonl(
         spec.output_dir / "log.jsonl", [*result.train_log, *({"eval": True, **h} for h in result.history)]

@@ -23,9 +23,12 @@ from harness.core import attrs, trialdir
 from harness.core.display import SHORT, fmt
 from harness.study import noise, ranking
 from harness.study import storage as st
+from harness.sweepfile import levers
 
 STEP_COLUMNS = (attrs.BEST_STEP, attrs.STEPS_RUN, attrs.PRUNED_AT)
 RESOURCE_COLUMNS = (attrs.PEAK_RSS_MB, attrs.CUDA_PEAK_ALLOCATED_MB, attrs.CUDA_PEAK_RESERVED_MB)
+TRAINED_COLUMNS = ("lora_modules", "base_layer")
+"""What each trial's adapter really covered (attrs.trained): `attention+mlp (7)`, `Linear4bit`."""
 # Complete trials first, failed ones (and any other state) last.
 
 
@@ -133,15 +136,18 @@ def counts_text(counts: dict[str, int]) -> str:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, in trial order: number, state, value, param_<name>..., metrics..., steps,
-    duration_s, peak memory, fail_reason. Missing values are NaN/<NA>, never invented."""
+    """One row per trial, in trial order: number, state, value, param_<name>..., what the adapter covered
+    (lora_modules, base_layer), metrics..., steps, duration_s, peak memory, fail_reason. Missing values are
+    NaN/<NA>, never invented."""
     trials = study.get_trials(deepcopy=False)
     params = ordered(p for t in trials for p in t.params)
     metric_names = ordered(m for t in trials for m in attrs.metrics(t))
+    trained = list(TRAINED_COLUMNS) if any(attrs.trained(t) for t in trials) else []
     fixed = {
         "number",
         "state",
         "value",
+        *TRAINED_COLUMNS,
         *STEP_COLUMNS,
         attrs.DURATION_S,
         *RESOURCE_COLUMNS,
@@ -163,6 +169,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         *noise.COLUMNS,
         attrs.REPEAT_OF,
         *(f"param_{p}" for p in params),
+        *trained,
         *metric_cols.values(),
         *STEP_COLUMNS,
         attrs.DURATION_S,
@@ -179,6 +186,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update(stats.columns() if stats else dict.fromkeys(noise.COLUMNS))
         row[attrs.REPEAT_OF] = attrs.repeat_of(stored)
         row.update({f"param_{p}": t.params.get(p) for p in params})
+        row.update(trained_cells(stored) if trained else {})
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
         row.update({c: stored.get(c) for c in STEP_COLUMNS})
         row[attrs.DURATION_S] = trial_duration(t)
@@ -194,6 +202,17 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return _typed(frame, [f"param_{p}" for p in params], list(metric_cols.values()), resources)
 
 
+def trained_cells(stored: Mapping[str, Any]) -> dict[str, str | None]:
+    """A trial's lora_modules and base_layer, short: `attention (4)` (roles, distinct modules),
+    `Linear8bitLt`."""
+    got = attrs.trained(stored)
+    modules = got.get("lora_modules")
+    return {
+        "lora_modules": levers.describe(modules) if isinstance(modules, list) else None,
+        "base_layer": str(got["base_layer"]) if got.get("base_layer") else None,
+    }
+
+
 def worker_text(stored: Mapping[str, Any]) -> str | None:
     """Who ran a trial: `host:pid (device)` from the user attrs failures.mark_start writes."""
     worker = f"{stored.get(attrs.HOST)}:{stored[attrs.PID]}" if attrs.PID in stored else None
@@ -207,6 +226,7 @@ def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources
     frame = frame.astype(
         {"number": "int64", "state": "str", "value": "float64", "worker": "str", attrs.FAIL_REASON: "str"}
     )
+    frame = frame.astype({c: "str" for c in TRAINED_COLUMNS if c in frame.columns})
     frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", attrs.REPEAT_OF)})
     frame = frame.astype({c: "float64" for c in ("value_mean", "value_std", "value_ci95")})
     frame = frame.astype({c: "float64" for c in [attrs.DURATION_S, *resources, *metrics]})
@@ -274,6 +294,10 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
     table.add_column("s", justify="right")
     for p in param_names:
         table.add_column(SHORT.get(p, p), justify="right")
+    # What the adapter covered, where a study varies it (a searched target_modules or quantization).
+    shown = [c for c in TRAINED_COLUMNS if len({trained_cells(t.user_attrs)[c] for t in trials} - {None}) > 1]
+    for c in shown:
+        table.add_column(SHORT.get(c, c), justify="right")
     any_repeat = any(noise.is_repeat(t) for t in trials)
     for t in sorted(trials, key=ranking.rank_key(study))[:limit]:
         steps = t.user_attrs.get(attrs.STEPS_RUN)
@@ -289,6 +313,7 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
             str(steps) if steps is not None else "-",
             f"{dur:.0f}" if dur is not None else "-",
             *(fmt(t.params.get(p, "-")) for p in param_names),
+            *(trained_cells(t.user_attrs)[c] or "-" for c in shown),
         )
     return table
 

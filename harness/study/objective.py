@@ -222,6 +222,8 @@ def record(
         written[attrs.BEFORE_METRICS] = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
     if result.pruned:
         written[attrs.PRUNED_AT] = result.steps_run
+    if result.trained:
+        written[attrs.TRAINED] = dict(result.trained)
     written.update(monitor.measured(resources or {}))
     rdb.set_user_attrs(trial, written)
 

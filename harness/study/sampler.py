@@ -29,7 +29,9 @@ def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
         return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.RandomSampler(seed=s))
     if cfg.method == "grid":
         grid = space.grid(cfg.parameters)
-        return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.GridSampler(grid, seed=s))
+        # One shuffle for every trial: GridSampler gives trial N point N of its shuffled grid, so samplers
+        # shuffled by per-trial seeds handed out points of different orders (repeats, points never run).
+        return PerTrialSeed(cfg.seed, lambda s: optuna.samplers.GridSampler(grid, seed=cfg.seed))
     if cfg.method == "cmaes":
         return PerTrialSeed(
             cfg.seed, lambda s: optuna.samplers.CmaEsSampler(seed=s, warn_independent_sampling=False)

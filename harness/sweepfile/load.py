@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, closest, problems_error
 from harness.sweepfile import checks as machine
-from harness.sweepfile import reader, trainers
+from harness.sweepfile import levers, reader, trainers
 from harness.sweepfile.expect import read_expectations
 from harness.sweepfile.schema import TASK_METRICS, Expectation, ParamSpec, SweepConfig, known_metrics
 from harness.sweepfile.space import parse_parameters
@@ -158,6 +158,7 @@ def load_sweep(
     cfg = cfg.model_copy(update={"parameters": params, "expectations": tuple(expectations)})
     machine.check(cfg)  # the space against the rest: integers the machine holds, a grid it can enumerate
     trainers.check(cfg)  # needs the search space: GRPO's batches must hold whole generation groups
+    levers.check(cfg)  # target_modules against the architecture, one alpha form, LoRA+'s optimizers
     return cfg
 
 

@@ -99,14 +99,19 @@ class ModelConfig(Strict):
     """Hub revision (branch, tag or commit) when `name` is a hub id."""
     trust_remote_code: bool = False
     """Run model code shipped with a hub repo. Off unless you trust the repo."""
-    quantization: Literal["nf4", "fp4", "none"] = "nf4"
-    """4-bit bitsandbytes quantization of the frozen base (QLoRA), or `none` for plain LoRA."""
+    quantization: Literal["nf4", "fp4", "int8", "none"] = "nf4"
+    """How the frozen base is stored (bitsandbytes): `nf4` or `fp4` 4-bit (QLoRA; layers `Linear4bit`),
+    `int8` 8-bit (LLM.int8(), layers `Linear8bitLt`), or `none` (the compute dtype: plain LoRA). Searchable
+    (`parameters: {quantization: {values: [nf4, int8]}}`): each trial trains on a base of its kind."""
     double_quant: bool = True
     """Quantize the quantization constants too (saves ~0.4 bit/param)."""
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """dtype of the 4-bit matmuls; `auto` = bfloat16 on a GPU that supports it, else float32."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel; `auto` lets transformers choose (sdpa where available)."""
+    max_cached_bases: int = Field(2, ge=1)
+    """Loaded bases a worker keeps at once when `quantization` is searched (one per kind); loading another
+    first drops the least recently used. 1 holds the least memory and reloads on every change of kind."""
 
 
 class TemplateConfig(Strict):
@@ -157,9 +162,23 @@ class TrainingConfig(Strict):
     cut from the right, as trl does (the answer loses its end); `drop`: leave the row out. In every mode a
     row whose completion alone does not fit is left out. One rule for training, eval loss and generation."""
     target_modules: str | list[str] = "all-linear"
+    """Where the adapter goes: a preset, resolved for the base's architecture (Llama/Qwen/Mistral/Gemma
+    `q_proj, k_proj, v_proj, o_proj` and `gate_proj, up_proj, down_proj`; GPT-2 `attn.c_attn, attn.c_proj`
+    and `mlp.c_fc, mlp.c_proj`; ...): `attention`, `mlp` or `all-linear` (every linear layer but the output
+    head); or a list of module names, each the end of a module's path (`q_proj`, `mlp.c_proj`); a
+    comma-separated string is a list too. Searchable. A choice that matches no layer of the base is an
+    input error before the study starts."""
     r: int = Field(8, gt=0)
     lora_alpha: float | None = Field(None, gt=0)
-    """LoRA alpha; None means 2*r (the common 'alpha = 2r' rule)."""
+    """LoRA alpha; None means 2*r (the common 'alpha = 2r' rule). Searching `lora_alpha_multiple` instead
+    sets alpha = multiple * r; give one of the two, not both."""
+    use_rslora: bool = False
+    """Rank-stabilised LoRA: the adapter's output is scaled by alpha/sqrt(r) instead of alpha/r, so high
+    ranks keep learning (peft `use_rslora`)."""
+    loraplus_lr_ratio: float | None = Field(None, ge=1)
+    """LoRA+: B's learning rate is this times `learning_rate` (A's), e.g. 16; None = plain LoRA. Built with
+    peft's create_loraplus_optimizer from the `optim` class (the scheduler follows it); not with the
+    GaLore, APOLLO, LOMO or layer-wise optimizers."""
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     learning_rate: float = Field(1e-3, gt=0)
     lr_scheduler_type: str = "cosine"
@@ -194,6 +213,11 @@ class TrainingConfig(Strict):
     reward_weights: list[float] | None = None
     """grpo: one weight per reward function (default all 1.0); the reward is their weighted sum."""
 
+    @field_validator("target_modules")
+    @classmethod
+    def _target_modules(cls, v: str | list[str]) -> str | list[str]:
+        return target_choice(v)
+
     @field_validator("loss_type")
     @classmethod
     def _known_loss(cls, v: str) -> str:
@@ -208,6 +232,25 @@ class TrainingConfig(Strict):
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
         return _one_of(v, SCHEDULERS, "transformers learning-rate scheduler")
+
+
+TARGET_PRESETS = ("attention", "mlp", "all-linear")
+"""target_modules presets (harness.sweepfile.levers resolves them per architecture)."""
+
+
+def target_choice(value: Any) -> str | list[str]:
+    """A target_modules setting in its one form: a preset name, or a list of module names (a
+    comma-separated string, as a searched list is sampled, becomes a list)."""
+    if isinstance(value, str) and value.strip() in TARGET_PRESETS:
+        return value.strip()
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [n.strip() for n in names]
+    if not names or not all(names):
+        raise ValueError(
+            f"give a preset ({', '.join(TARGET_PRESETS)}) or module names such as [q_proj, v_proj] "
+            f"(got {value!r})"
+        )
+    return list(dict.fromkeys(names))
 
 
 def trainer_metrics(trainer: str, rewards: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -235,18 +278,23 @@ def reward_name(spec: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 # Search space: one entry of a W&B `parameters:` block is a ParamSpec (paramspec.py; search_space.py maps it)
 
-# Tunable names are TrainingConfig fields, plus the "alpha = k * r" form.
+# Tunable names are TrainingConfig fields, plus the "alpha = k * r" form and the base's quantization
+# (MODEL_TUNABLE: a ModelConfig field; TrialSpec.build gives each trial its base).
 NOT_TUNABLE = {
     "max_seq_length",
     "truncation",
-    "target_modules",
     "completion_only_loss",
     "response_template",
     "gradient_checkpointing",
     "reward_functions",
     "reward_weights",
 }
-TUNABLE = tuple(f for f in TrainingConfig.model_fields if f not in NOT_TUNABLE) + ("lora_alpha_multiple",)
+MODEL_TUNABLE = ("quantization",)
+TUNABLE = (
+    tuple(f for f in TrainingConfig.model_fields if f not in NOT_TUNABLE)
+    + ("lora_alpha_multiple",)
+    + MODEL_TUNABLE
+)
 
 
 # ----------------------------------------------------------------------------------------------------

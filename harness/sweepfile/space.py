@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.errors import ConfigError, closest
-from harness.sweepfile.schema import TUNABLE, ParamSpec, TrainingConfig
+from harness.sweepfile.schema import MODEL_TUNABLE, TUNABLE, ModelConfig, ParamSpec, TrainingConfig
 
 
 def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:
@@ -43,6 +43,8 @@ def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:
                     msg = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
                 problems.append(f"{key}{'.' + sub if sub else ''}: {msg}")
             continue
+        if name == "target_modules":
+            spec = _lists_as_text(spec)
         problems += _check_against_schema(key, name, spec)
         out[name] = spec
     if "lora_alpha" in out and "lora_alpha_multiple" in out:
@@ -69,7 +71,8 @@ def _check_against_schema(key: str, name: str, spec: ParamSpec) -> list[str]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf
         ]
         return [f"{key}: must be a positive, finite number (got {bad[0]!r})"] if bad else []
-    field = TrainingConfig.model_fields[name]
+    schema = ModelConfig if name in MODEL_TUNABLE else TrainingConfig
+    field = schema.model_fields[name]
     if field.annotation is int and _fractional(spec):
         return [
             f"{key}: {name} is a whole number, but distribution {spec.kind} samples fractions; use "
@@ -78,12 +81,24 @@ def _check_against_schema(key: str, name: str, spec: ParamSpec) -> list[str]:
     problems = []
     for v in spec.candidates():
         try:
-            TrainingConfig.model_validate({name: v})
+            schema.model_validate({name: v})
         except ValidationError as e:
             msg = e.errors()[0]["msg"]
             problems.append(f"{key}: value {v!r} is invalid: {msg}")
             break
     return problems
+
+
+def _lists_as_text(spec: ParamSpec) -> ParamSpec:
+    """target_modules' explicit lists as comma-separated text (`[q_proj, v_proj]` -> "q_proj,v_proj"): an
+    Optuna choice must be a scalar; TrainingConfig reads the text back as the list."""
+
+    def text(v: Any) -> Any:
+        return ",".join(str(x) for x in v) if isinstance(v, list) else v
+
+    if spec.values is not None:
+        return spec.model_copy(update={"values": [text(v) for v in spec.values]})
+    return spec.model_copy(update={"value": text(spec.value)})
 
 
 def _fractional(spec: ParamSpec) -> bool:

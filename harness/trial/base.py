@@ -34,6 +34,8 @@ def quantization_config(model_cfg: ModelConfig, dtype: torch.dtype) -> Any | Non
 
     if model_cfg.quantization == "none":
         return None
+    if model_cfg.quantization == "int8":  # LLM.int8(): Linear8bitLt layers (trains on CPU too)
+        return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=model_cfg.quantization,
@@ -166,12 +168,15 @@ def tokenizer(key: dict[str, Any], model_cfg: ModelConfig, model_path: str) -> A
 def base_model(
     key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gradient_checkpointing: bool
 ) -> Any:
-    """The frozen, quantized base, prepared for k-bit training once for all trials."""
+    """The frozen, quantized base, prepared for k-bit training once for all trials. Called with
+    `keep=model.max_cached_bases` (session.get): a worker holds at most that many bases at once."""
     from peft import prepare_model_for_kbit_training
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     cuda = device() == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()  # give back what a base just dropped (cache._evict) held
     dtype = compute_dtype(model_cfg, cuda)
     kwargs: dict[str, Any] = {
         "revision": model_cfg.revision,

@@ -23,7 +23,7 @@ from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
 from harness.trial import base, prepare, session
-from harness.trial.recipes import dpo, grpo, sft
+from harness.trial.recipes import dpo, grpo, lora, sft
 from harness.trial.recipes.common import (
     EvalLoop,
     adapter_state,
@@ -31,13 +31,13 @@ from harness.trial.recipes.common import (
     compare_with_base,
     evaluate,
     load_tensors,
-    lora_config,
     release,
     restore_adapter,
     save_checkpoint,
     score,
     test_metrics,
 )
+from harness.trial.recipes.lora import lora_config
 
 __all__ = ["QLoRARecipe", "adapter_state", "evaluate", "finetune", "lora_config", "save_checkpoint", "score"]
 
@@ -58,6 +58,7 @@ def finetune(
     reported as test_*), both measured on the restored best adapter before it is removed."""
     start = time.perf_counter()
     kind = TRAINERS[spec.sweep.trainer]
+    fixtures = session.for_trial(fixtures, spec)  # a searched quantization: the base of the trial's kind
     base, model = fixtures.model, None
     forward = base.__dict__.get("forward")  # trl wraps it per Trainer; release() puts it back
     set_seed(spec.seed)  # LoRA init and dropout depend on it: same spec -> same result
@@ -66,6 +67,10 @@ def finetune(
         loop = EvalLoop(spec, fixtures, on_eval or (lambda step, metrics: False))
         trainer = kind.build(spec, fixtures, [loop])
         model = trainer.model
+        trained = lora.trained(model)  # what the adapter covers, read from the model itself
+        optimizer = lora.loraplus_optimizer(trainer, spec)
+        if optimizer is not None:  # LoRA+: the Trainer builds its scheduler over this one
+            trainer.optimizer = optimizer
         trainer.remove_callback(PrinterCallback)  # our progress lines replace its raw dict prints
         loop.trainer, loop.measure = trainer, kind.measure(trainer, fixtures, spec)
         if resume is not None:
@@ -108,6 +113,7 @@ def finetune(
             generations=generations,
             train_log=loop.train_log,
             before_metrics=before_metrics,
+            trained=trained,
         )
     finally:
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.
@@ -118,6 +124,7 @@ def fresh_adapter_metrics(spec: TrialSpec, fixtures: session.Fixtures) -> dict[s
     """The untrained base, measured as a trial's eval measures (dpo: trl's DPO eval; grpo: rewards):
     a fresh LoRA adapter starts at zero (B = 0), so the model it measures is exactly the base."""
     kind = TRAINERS[spec.sweep.trainer]
+    fixtures = session.for_trial(fixtures, spec)
     base, forward, trainer = fixtures.model, fixtures.model.__dict__.get("forward"), None
     set_seed(spec.seed)
     scratch = tempfile.TemporaryDirectory(prefix="harness-base-")  # the Trainer's output_dir: nothing kept
@@ -136,12 +143,21 @@ class QLoRARecipe:
 
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg
-        self.fixtures = session.get(cfg)
+        lora.check_targets(self.fixtures.model, cfg)  # before the study: no trial gets an empty adapter
+
+    @property
+    def fixtures(self) -> session.Fixtures:
+        """The sweep's own (model.quantization's base), from the session cache: not held here, so a worker
+        holds only the bases model.max_cached_bases allows."""
+        return session.get(self.cfg)
+
+    def trial_fixtures(self, spec: TrialSpec) -> session.Fixtures:
+        return session.get(self.cfg, spec.model)
 
     def __call__(self, spec: TrialSpec, on_eval: OnEval) -> TrialResult:
         # The adapter is saved for the objective, which keeps the best one as results/<study>/best-adapter.
         adapter = trialdir.adapter_dir(spec.output_dir) if spec.number >= 0 else None
-        return finetune(spec, self.fixtures, on_eval, save_adapter_to=adapter)
+        return finetune(spec, self.trial_fixtures(spec), on_eval, save_adapter_to=adapter)
 
     def baseline(self) -> dict[str, float]:
         spec = TrialSpec.build(self.cfg, {}, -1, self.cfg.study_dir)
@@ -167,9 +183,8 @@ class QLoRARecipe:
 
         def run(spec: TrialSpec, on_eval: OnEval) -> TrialResult:
             adapter = trialdir.adapter_dir(spec.output_dir) if spec.number >= 0 else None
-            return finetune(
-                spec, self.fixtures, on_eval, save_adapter_to=adapter, test_rows=self.fixtures.test_rows
-            )
+            fixtures = self.trial_fixtures(spec)
+            return finetune(spec, fixtures, on_eval, save_adapter_to=adapter, test_rows=fixtures.test_rows)
 
         return run
 

@@ -1,5 +1,6 @@
-"""What every trainer's trial shares: the LoRA config, the eval loop (early stopping, best-adapter snapshot,
-pruning hook, checkpoints), adapter snapshots, generation scoring, and releasing the shared base.
+"""What every trainer's trial shares: the eval loop (early stopping, best-adapter snapshot, pruning hook,
+checkpoints), adapter snapshots, generation scoring, and releasing the shared base (the adapter's own
+config: lora.py).
 
 Knows transformers/peft, not Optuna. Each trainer (sft.py, dpo.py, grpo.py) supplies only its Trainer and
 what it measures at an eval; harness/recipe.py runs one trial top to bottom.
@@ -25,20 +26,6 @@ from harness.trial.base import compute_dtype, use_gradient_checkpointing
 
 # measure(model, generate) -> the metrics of one eval; the trainer's module builds it (see recipe.py).
 Measure = Callable[[Any, bool], dict[str, float]]
-
-
-def lora_config(spec: TrialSpec) -> Any:
-    from peft import LoraConfig
-
-    t = spec.training
-    return LoraConfig(
-        r=t.r,
-        lora_alpha=spec.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; k*r may be fractional
-        lora_dropout=t.lora_dropout,
-        target_modules=t.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
 
 
 class EvalLoop(TrainerCallback):
@@ -223,6 +210,7 @@ def compare_with_base(
     e = spec.sweep.evaluation
     key = (
         id(fixtures.model),
+        fixtures.quantization,  # a dropped base's id may be reused by one of another kind (cache._evict)
         spec.sweep.task,
         e.max_new_tokens,
         tuple(e.custom),

@@ -12,7 +12,8 @@ from typing import Any
 
 from harness.core.spec import TrialSpec
 from harness.trial import session
-from harness.trial.recipes.common import Measure, lora_config, score, training_args
+from harness.trial.recipes.common import Measure, score, training_args
+from harness.trial.recipes.lora import lora_config
 
 PAIR = ["prompt", "chosen", "rejected"]
 # trl's eval log names -> ours (harness metric names have no '/').
@@ -52,7 +53,8 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
         train_dataset=fixtures.train.select_columns(PAIR),
         eval_dataset=Dataset.from_list([{k: r[k] for k in PAIR} for r in fixtures.eval_rows]),
         processing_class=fixtures.tokenizer,
-        peft_config=lora_config(spec),  # trl wraps the base: the reference is the base, adapter disabled
+        # trl wraps the base: the reference is the base, adapter disabled
+        peft_config=lora_config(spec, fixtures.model),
         callbacks=callbacks,
     )
 

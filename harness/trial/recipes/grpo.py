@@ -22,7 +22,8 @@ from harness.core.spec import TrialSpec
 from harness.tasks import rewards
 from harness.trial import session
 from harness.trial.evaluation import generate_ids
-from harness.trial.recipes.common import Measure, lora_config, score, training_args
+from harness.trial.recipes.common import Measure, score, training_args
+from harness.trial.recipes.lora import lora_config
 from harness.trial.tokens import encode_prompts
 
 DEFAULT_BETA = 0.0  # trl's: no reference forward unless asked
@@ -62,7 +63,8 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
         args=grpo_config(spec, fixtures.device == "cuda"),
         train_dataset=train,
         processing_class=fixtures.tokenizer,
-        peft_config=lora_config(spec),  # trl wraps the base: the reference is the base, adapter disabled
+        # trl wraps the base: the reference is the base, adapter disabled
+        peft_config=lora_config(spec, fixtures.model),
         callbacks=callbacks,
     )
 

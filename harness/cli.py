@@ -117,6 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     watch.add_argument("--once", action="store_true", help="draw once and exit")
     study_verb("dashboard", "start optuna-dashboard on the study's storage ([dashboard] extra)")
+
+    convert = sub.add_parser(
+        "convert",
+        help="write a harness sweep file from a W&B sweep file (your script's names -> harness's)",
+        description="Map a W&B sweep file's parameters (lr, lora-r, batch_size, ...), method, metric and "
+        "early_terminate onto a harness sweep file; one line per parameter says what it became or why not, "
+        "and what is not mapped stays in the file as a comment. The file is checked by loading it, then "
+        "written atomically. Exit 0 written, 2 a user error (nothing is written).",
+    )
+    convert.add_argument("file", help="the W&B sweep file (a sweep.yaml with parameters:)")
+    convert.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the harness sweep file to write"
+    )
+    convert.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return p
 
 
@@ -266,6 +280,24 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace, console: Console) -> int:
+    from harness.sweepfile.convert import convert_file
+
+    out = Path(args.output)
+    result = convert_file(Path(args.file), out, force=args.force)
+    console.print(f"{args.file}: W&B sweep -> {out}", markup=False, highlight=False)
+    for line in result.lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    kept = f", {len(result.unmapped)} kept as comments" if result.unmapped else ""
+    console.print(
+        f"wrote {out}: {len(result.mapped)} mapped{kept}; check it: sweep run {out} --collect-only",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -294,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train,
         "watch": cmd_watch,
         "dashboard": cmd_dashboard,
+        "convert": cmd_convert,
     }
     previous = _stop_on_sigterm()
     try:

@@ -54,6 +54,9 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     (pytester.path / "ci/workflow.yaml").parent.mkdir()
     (pytester.path / "ci/workflow.yaml").write_text("on: push\njobs: {test: {runs-on: ubuntu}}\n")
     (pytester.path / "ci/params.yaml").write_text("parameters: {lr: 1}\nsteps: 3\n")  # not a sweep key
+    (pytester.path / "ci/sweep.yaml").write_text(  # W&B's, for its agent: `sweep convert` makes it one
+        "program: train.py\nmethod: bayes\nmetric: {name: eval/loss}\nparameters: {lr: {values: [1]}}\n"
+    )
     write(pytester, "experiments/mine.yaml", name="mine", search_space=None)  # content rule
     return pytester
 

@@ -82,7 +82,9 @@ def _is_search_space(path: Path) -> bool:
 
 def looks_like_sweep(path: Path) -> bool:
     """Outside a `sweeps` folder (pytest plugin): a YAML mapping with `search_space:`, or with
-    `parameters:` next to a key only sweep files have (so search-space files and other YAML don't match)."""
+    `parameters:` next to a key only sweep files have (so search-space files and other YAML don't match).
+    A W&B sweep file for W&B's agent (`program:` or `command:`) is not one: it names its script's settings
+    (`sweep convert` makes a harness sweep of it)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -94,9 +96,9 @@ def looks_like_sweep(path: Path) -> bool:
         data = read_yaml(path)
     except HarnessError:
         return False
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or {"program", "command"} & set(data):
         return False
-    sweep_only = set(SweepConfig.model_fields) - SEARCH_SPACE_KEYS - {"source_path"}
+    sweep_only = set(SweepConfig.model_fields) - SEARCH_SPACE_KEYS - {"source_path", "expectations", "notes"}
     return "search_space" in data or ("parameters" in data and bool(set(data) & sweep_only))
 
 

@@ -142,6 +142,8 @@ def _run_item(
     if item.cfg is None:
         err.print(f"error: {item.error}", markup=False, soft_wrap=True)
         return SweepReport(item.path, "error", message=item.error or "")
+    if pool is None or pool.worker is None:  # once per sweep, not once per worker
+        print_notes(item, console)
     try:
         if pool is not None and pool.n > 1:
             return _run_pool(item.cfg, item.path, storage, pool, console, err)
@@ -204,6 +206,7 @@ def _print_collection(selected: list[Collected], deselected: int, console: Conso
             highlight=False,
             soft_wrap=True,
         )
+        print_notes(item, console)
     parts = [f"{len(selected) - errors} collected"]
     if deselected:
         parts.append(f"{deselected} deselected")
@@ -211,6 +214,12 @@ def _print_collection(selected: list[Collected], deselected: int, console: Conso
         parts.append(f"{errors} error{'s' if errors > 1 else ''}")
     console.print(", ".join(parts), markup=False, highlight=False, soft_wrap=True)
     return EXIT["error"] if errors else EXIT["ok"]
+
+
+def print_notes(item: Collected, console: Console) -> None:
+    """What load read of W&B's own keys (method: bayes, program:, eval/loss): one line each."""
+    for note in item.cfg.notes if item.cfg else ():
+        console.print(f"note: {item.path}: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_short_summary(reports: list[SweepReport], console: Console) -> None:

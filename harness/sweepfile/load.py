@@ -17,13 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, closest, problems_error
 from harness.sweepfile import checks as machine
-from harness.sweepfile import levers, reader, trainers
+from harness.sweepfile import levers, reader, trainers, wandb
 from harness.sweepfile.expect import read_expectations
 from harness.sweepfile.schema import TASK_METRICS, Expectation, ParamSpec, SweepConfig, known_metrics
 from harness.sweepfile.space import parse_parameters
 
 # Fields of SweepConfig that load() sets; a sweep file may not.
-INTERNAL = ("source_path", "expectations")
+INTERNAL = ("source_path", "expectations", "notes")
 
 
 def read_yaml(path: Path, what: str = "file") -> Any:
@@ -120,6 +120,7 @@ def load_sweep(
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (name:, model:, ...) at the top level")
     data = apply_overrides(data, overrides or [], str(path))
+    data, notes = wandb.accept(data)  # W&B's own keys: method: bayes, program:, eval/loss, run_cap, ...
     data.setdefault("name", path.stem)
     problems = [f"  - {key}: unknown key" for key in INTERNAL if key in data]
     # Parsed below with the search-space file (search_space.parse_parameters words its problems).
@@ -155,7 +156,9 @@ def load_sweep(
     if problems or cfg is None:
         raise problems_error(str(path), problems)
     params = load_parameters(cfg, inline)
-    cfg = cfg.model_copy(update={"parameters": params, "expectations": tuple(expectations)})
+    cfg = cfg.model_copy(
+        update={"parameters": params, "expectations": tuple(expectations), "notes": tuple(notes)}
+    )
     machine.check(cfg)  # the space against the rest: integers the machine holds, a grid it can enumerate
     trainers.check(cfg)  # needs the search space: GRPO's batches must hold whole generation groups
     levers.check(cfg)  # target_modules against the architecture, one alpha form, LoRA+'s optimizers

@@ -466,6 +466,9 @@ class SweepConfig(Strict):
 
     # Set by load_sweep, not by users: where the file came from, for messages and relative paths.
     source_path: str | None = Field(None, exclude=True)
+    notes: tuple[str, ...] = Field((), exclude=True)
+    """Set by sweepfile.load, not by users: one line per W&B key read as harness's or ignored
+    (harness.sweepfile.wandb); printed when the sweep runs."""
 
     @field_validator("name")
     @classmethod

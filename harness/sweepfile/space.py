@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.errors import ConfigError, closest
+from harness.sweepfile import wandb
 from harness.sweepfile.schema import MODEL_TUNABLE, TUNABLE, ModelConfig, ParamSpec, TrainingConfig
 
 
@@ -21,15 +22,21 @@ def parse_parameters(raw: dict[str, Any], where: str) -> dict[str, ParamSpec]:
     for name, body in raw.items():
         key = f"parameters.{name}"
         if name not in TUNABLE:
-            hint = closest(str(name), TUNABLE)
+            meant = wandb.harness_name(str(name), TUNABLE)  # a script's name from a W&B sweep: lr, lora-r
+            hint = meant or closest(str(name), TUNABLE)
             problems.append(
                 f"{key}: not a tunable setting"
-                + (f" (did you mean {hint!r}?)" if hint else "")
+                + (f" (did you mean {hint!r}?" if hint else "")
+                + (" `sweep convert` renames a W&B sweep's parameters)" if meant else ")" if hint else "")
                 + f"; tunable: {', '.join(TUNABLE)}"
             )
             continue
         if not isinstance(body, dict):
             body = {"value": body}  # `r: 8` is shorthand for a constant
+        body, problem = wandb.parameter(body)  # W&B's distributions: inv_log_uniform, normal, ...
+        if problem:
+            problems.append(f"{key}: {problem}")
+            continue
         try:
             spec = ParamSpec.model_validate(body)
         except ValidationError as e:

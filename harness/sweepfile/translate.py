@@ -167,7 +167,8 @@ def read_entry(raw: Any, setting: str) -> tuple[dict[str, Any], list[str]]:
         low, high = mu - 2 * sigma, mu + 2 * sigma
         log = "log" in dist
         body = {"distribution": "log_uniform_values" if log else "uniform"}
-        body["min"], body["max"] = (_exp(low), _exp(high)) if log else (low, high)
+        bounds = (_exp(low), _exp(high)) if log else (low, high)
+        body["min"], body["max"] = (float(f"{x:.3g}") for x in bounds)  # an approximation: 3 digits
         notes.append(f"W&B's {dist} (mu {mu:g}, sigma {sigma:g}) read as its 95% range")
         dist = body["distribution"]
     if dist == "q_log_uniform" and _number(body.get("min")) and _number(body.get("max")):

@@ -96,6 +96,8 @@ def _parse_json(text: str, path: Path, lines: bool) -> list[Row]:
         except json.JSONDecodeError as e:
             if "Extra data" not in e.msg:  # else: JSON Lines saved as .json (datasets' to_json does this)
                 raise DataError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}.") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number; arrays nested 100,000 deep
+            raise DataError(f"{path}: unreadable JSON: {_why(e)}.") from None
         else:
             return _json_records(data, path)
     rows: list[Row] = []
@@ -106,6 +108,8 @@ def _parse_json(text: str, path: Path, lines: bool) -> list[Row]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: malformed JSON on line {i}: {e.msg}.") from None
+        except (ValueError, RecursionError) as e:
+            raise DataError(f"{path}: unreadable JSON on line {i}: {_why(e)}.") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {i} is not a JSON object.")
         rows.append(row)
@@ -139,5 +143,11 @@ def _read_hub(source: str) -> dict[str, list[Row]]:
     return {name: split.to_list() for name, split in loaded.items()}
 
 
+def _why(e: BaseException) -> str:
+    return "nested too deep" if isinstance(e, RecursionError) else first_line(e)
+
+
 def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0].rstrip(".")
+    """An exception's first line, at most 300 characters: a parser may quote a whole (huge) line."""
+    line = (str(e).strip().splitlines() or [""])[0].rstrip(".")
+    return line if len(line) <= 300 else line[:300] + "..."

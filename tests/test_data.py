@@ -208,9 +208,14 @@ def test_text_column_split_at_response_template(tmp_path: Path):
     rows = [{"text": f"Describe item {i}.\n### Answer: item {i} is fine"} for i in range(100)]
     rows.append({"text": "a row without the marker"})
     path = write(tmp_path / "text.jsonl", rows)
-    splits = load_splits(make_cfg(path, training={"response_template": "### Answer:"}))
+    with pytest.raises(
+        DataError, match=r"1 of 101 rows cannot be used .*no response template: train row 101"
+    ):
+        load_splits(make_cfg(path, training={"response_template": "### Answer:"}))
+    splits = load_splits(make_cfg(path, training={"response_template": "### Answer:"}, bad_rows="drop"))
     got = all_rows(splits)
     assert len(got) == 100  # the row without the marker is dropped
+    assert splits.dropped == {"rows": 101, "dropped": 1, "reasons": {"no response template": 1}}
     assert ("Describe item 7.\n### Answer:", " item 7 is fine") in got
 
 
@@ -225,9 +230,12 @@ def test_pricer_from_csv_with_text_and_price_columns(tmp_path: Path):
         {"title": f"Lamp {i}", "description": f"A desk lamp, model {i}.", "cost": f"${i + 10},{i % 10}00.4"}
         for i in range(120)
     ]
-    rows[0]["cost"] = "n/a"  # unusable price: dropped, not fatal
+    rows[0]["cost"] = "n/a"  # unusable price: an error naming the row, or dropped when asked
     path = write(tmp_path / "items.csv", rows)
     cfg = make_cfg(path, task="pricer", text_column="description", price_column="cost")
+    with pytest.raises(DataError, match=r"items\.csv: 1 of 120 rows .*cost not a number: train row 1\. "):
+        load_splits(cfg)
+    cfg = make_cfg(path, task="pricer", text_column="description", price_column="cost", bad_rows="drop")
     splits = load_splits(cfg)
     by_prompt = {r["prompt"]: r for ds in splits.as_dict().values() for r in ds}
     assert len(by_prompt) == 119
@@ -260,7 +268,9 @@ def test_chat_messages_rendered_with_the_tokenizer_chat_template(tmp_path: Path)
     ]
     rows.append({"messages": [{"role": "user", "content": "no answer"}]})
     path = write(tmp_path / "chat.jsonl", rows)
-    splits = load_splits(make_cfg(path), tokenizer=tokenizer)
+    with pytest.raises(DataError, match=r"no assistant turn: train row 61\. "):
+        load_splits(make_cfg(path), tokenizer=tokenizer)
+    splits = load_splits(make_cfg(path, bad_rows="drop"), tokenizer=tokenizer)
     got = dict(all_rows(splits))
     assert len(got) == 60
     prompt = "<|system|>\nBe brief.\n<|user|>\nSay 3\n<|assistant|>\n"
@@ -339,9 +349,14 @@ def test_pricer_task_names_its_columns_when_missing(tmp_path: Path):
 def test_empty_after_filtering(tmp_path: Path):
     path = write(tmp_path / "items.csv", [{"text": f"lamp {i}", "price": "unknown"} for i in range(10)])
     with pytest.raises(
-        DataError, match=r"no usable rows left after filtering 10 rows \(10 with no usable price\)"
+        DataError,
+        match=r"no usable rows: all 10 rows are bad .*price not a number: train rows 1, 2, .*, 10\.",
     ):
         load_splits(make_cfg(path, task="pricer"))
+    with pytest.raises(
+        DataError, match=r"no usable rows left after filtering 10 rows \(10 price not a number\)"
+    ):
+        load_splits(make_cfg(path, task="pricer", bad_rows="drop"))
 
 
 def test_too_few_rows_for_hashed_splits(tmp_path: Path):

@@ -188,14 +188,38 @@ def test_preference_rows_standard_conversational_and_implicit_prompt():
     assert out[2] == out[1]  # the implicit prompt is the shared start of chosen and rejected
 
 
-def test_a_row_that_does_not_fit_is_named_with_its_index_and_columns():
+def test_a_file_that_does_not_fit_is_an_error_and_a_row_that_does_not_is_its_reason():
     with pytest.raises(DataError, match=r"no 'rejected' column; found columns: prompt, chosen"):
         formats.format_rows([{"prompt": "p", "chosen": "c"}], "dpo", "auto", None, "pairs.jsonl")
-    rows = [{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p", "chosen": "c", "rejected": None}]
-    with pytest.raises(DataError, match=r"row 1 has no rejected \(columns found: prompt, chosen\)"):
-        formats.format_rows(rows, "dpo", "auto", None, "pairs.jsonl")
-    with pytest.raises(DataError, match="row 0 has no prompt text"):
-        formats.format_rows([{"prompt": "  ", "answer": 3}], "grpo", "auto", None, "prompts.jsonl")
+    rows = [
+        {"prompt": "p", "chosen": "c", "rejected": "r"},
+        {"prompt": "p", "chosen": "c", "rejected": None},
+        {"prompt": "p", "chosen": " ", "rejected": ""},
+        {"prompt": ["p"], "chosen": ["c"], "rejected": ["r"]},
+        {"prompt": "p", "chosen": {"text": "c"}, "rejected": "r"},
+        {"prompt": "p", "chosen": [], "rejected": "r"},
+    ]
+    out = formats.format_rows(rows, "dpo", "auto", None, "pairs.jsonl")
+    assert out[1:] == [
+        "no rejected",
+        "empty chosen and rejected",
+        "a list that is not {role, content} messages",
+        "chosen is a dict",
+        "prompt/chosen/rejected mix text and message lists",
+    ]
+    grpo = formats.format_rows(
+        [{"prompt": "  ", "answer": 3}, {"answer": 4}, {"prompt": 5}, {"prompt": [{"content": "hi"}]}],
+        "grpo",
+        "auto",
+        None,
+        "prompts.jsonl",
+    )
+    assert grpo == [
+        "empty prompt",
+        "no prompt",
+        "prompt is a number",
+        "prompt is a list but not of {role, content} messages",
+    ]
     with pytest.raises(DataError, match="no chat template"):
         formats.format_rows([{"prompt": [{"role": "user", "content": "hi"}]}], "grpo", "auto", None, "p")
 

@@ -37,6 +37,8 @@ CONFIG = "config"  # the sweep config as JSON, without parameters, storage URL m
 PARAMETERS = "parameters"  # the search space as JSON, for `sweep confirm STUDY`; run.record_provenance, once
 PROVENANCE = "provenance"  # content hashes of base, tokenizer and data (harness.trial.provenance); run, once
 DATA_LENGTHS = "data_lengths"  # how the rows fit max_seq_length per split (harness.core.lengths); every run
+DROPPED_ROWS = "dropped_rows"  # bad rows left out (dataset.bad_rows: drop; harness.core.badrows); a run
+# that dropped some, or that finds it already there
 BASELINE_METRICS = "baseline_metrics"  # the untrained base's metrics; run.measure_baseline, once
 TASK_BASELINES = "task_baselines"  # baseline name -> its metrics (harness.tasks.baselines); run, once
 
@@ -138,6 +140,11 @@ def provenance(study: Source) -> dict[str, Any] | None:
 
 def data_lengths(study: Source) -> dict[str, Any]:
     return _dict(of(study).get(DATA_LENGTHS))
+
+
+def dropped_rows(study: Source) -> dict[str, Any]:
+    """{rows, dropped, reasons} of the last run that left bad rows out; {} when none ever did."""
+    return _dict(of(study).get(DROPPED_ROWS))
 
 
 def baseline_metrics(study: Source) -> dict[str, Any]:

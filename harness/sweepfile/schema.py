@@ -147,6 +147,12 @@ class DatasetConfig(Strict):
     `conversational` (`messages`) for sft; `preference` (`prompt`/`chosen`/`rejected`, strings or message
     lists, or `chosen`/`rejected` with the prompt implicit in them) for dpo; `prompt-only` (`prompt`, plus
     any columns the reward functions read) for grpo. `auto` detects it from the columns and the trainer."""
+    bad_rows: Literal["error", "drop"] = "error"
+    """Rows that cannot be used: an empty or missing answer (completion, chosen, rejected, prompt), a label
+    that is not a number (pricer: a price that is a list, text, NaN or not positive), a value of the wrong
+    type. `error`: the run stops before anything is written, naming every bad row (split and row number,
+    counted from 1 in file order, up to 20 of them, the rest counted); `drop`: train without them; the run
+    says how many it dropped and why, and stores it in the study (user attr `dropped_rows`)."""
 
 
 Truncation = Literal["keep_answer", "right", "drop"]

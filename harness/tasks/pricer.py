@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.builtin.pricer_data import QUESTION, RESPONSE
+from harness.core import badrows
 from harness.errors import DataError
 from harness.sweepfile.schema import DatasetConfig
 from harness.tasks.baselines import Row as Item
@@ -81,10 +83,43 @@ def parse_price(text: str | None) -> float | None:
 
 def to_price(value: Any) -> float | None:
     """A positive finite price from a number or text like '$1,299.00'; None if there is none."""
-    if isinstance(value, bool) or value is None:
-        return None
-    price = float(value) if isinstance(value, (int, float)) else parse_price(str(value))
-    return price if price is not None and math.isfinite(price) and price > 0 else None
+    price = read_price(value)
+    return price if isinstance(price, float) else None
+
+
+def read_price(value: Any, column: str = "price") -> float | str:
+    """A positive finite price from a number or text like '$1,299.00', or why `value` is none: a short
+    reason naming `column` (harness.core.badrows). A list or dict is never a price, even with a number in
+    it, and neither is text that writes one out ('[45.0]')."""
+    if _blank(value):
+        return f"no {column}"
+    if isinstance(value, str):
+        value = None if value.strip().startswith(("[", "{")) else parse_price(value)
+        if value is None:
+            return f"{column} not a number"
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"{column} is {badrows.kind(value)}"
+    try:
+        price = float(value)
+    except (OverflowError, ValueError):
+        price = math.inf
+    if not math.isfinite(price):
+        return f"{column} is {'NaN' if math.isnan(price) else 'infinite'}"
+    return price if price > 0 else f"{column} not positive"
+
+
+def row_price(row: Row, column: str, answer: Any) -> float | str:
+    """A row's true price: its price column, else the number its answer states, or why it has none. A
+    price column holding something that is not a price is the reason, not a cue to look elsewhere."""
+    value = row.get(column)
+    if not _blank(value) and not (isinstance(value, float) and math.isnan(value)):
+        return read_price(value, column)
+    price = to_price(answer) if isinstance(answer, str) else None
+    return f"no {column} (and no price in the answer)" if price is None else price
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _rel_error(err: float, true: float) -> float:
@@ -204,33 +239,26 @@ def preference_pairs(rows: list[Row]) -> list[Row]:
 
 def _formatter(text_column: str, price_column: str) -> Formatter:
     def fmt(row: Row) -> Row | str:
-        price = to_price(row.get(price_column))
-        if price is None:
-            return "no usable price"
+        price = read_price(row.get(price_column), price_column)
+        if isinstance(price, str):
+            return price
         text = row.get(text_column)
-        return {
-            "prompt": format_prompt("" if text is None else str(text)),
-            "completion": format_completion(price),
-            "price": price,
-        }
+        if _blank(text) or (isinstance(text, float) and math.isnan(text)):
+            return f"empty {text_column}"
+        if isinstance(text, (Mapping, list, tuple, bytes)):
+            return f"{text_column} is {badrows.kind(text)}"
+        return {"prompt": format_prompt(str(text)), "completion": format_completion(price), "price": price}
 
     return fmt
 
 
-def with_prices(rows: list[Row], price_column: str, where: str) -> list[Row]:
+def with_prices(rows: list[Row | str], price_column: str) -> list[Row | str]:
     """Preference or prompt-only rows: the true price from the price column, else the reference answer
-    (GRPO's price_accuracy and the task metrics need it); rows without one are left out."""
-    out = []
+    (GRPO's price_accuracy and the task metrics need it); a row without one becomes the reason."""
+    out: list[Row | str] = []
     for row in rows:
-        price = to_price(row.get(price_column))
-        price = price if price is not None else to_price(row.get("completion"))
-        if price is not None:
-            out.append({**row, "price": price})
-    if rows and not out:
-        raise DataError(
-            f"{where}: no row has a usable price (a {price_column!r} column, or a number in the chosen or "
-            "reference answer); the pricer task needs one."
-        )
+        price = row if isinstance(row, str) else row_price(row, price_column, row.get("completion"))
+        out.append(price if isinstance(price, str) else {**row, "price": price})  # type: ignore[dict-item]
     return out
 
 
@@ -342,13 +370,14 @@ class Pricer(Task):
     def columns_hint(self, ds: DatasetConfig) -> str:
         return f"{ds.text_column!r} and {ds.price_column!r} (pricer), "
 
-    def label_of(self, item: Row, row: Row, ds: DatasetConfig) -> float | None:
+    def label_of(self, item: Row, row: Row, ds: DatasetConfig) -> float | str:
         # The truth: the formatter's, else the price column, else the number in the completion.
-        price = to_price(item["price"]) if "price" in item else to_price(row.get(ds.price_column))
-        return price if price is not None else to_price(item["completion"])
+        if "price" in item:
+            return read_price(item["price"])
+        return row_price(row, ds.price_column, item["completion"])
 
-    def labelled(self, rows: list[Row], ds: DatasetConfig, where: str) -> list[Row]:
-        return with_prices(rows, ds.price_column, where)
+    def labelled(self, rows: list[Row | str], ds: DatasetConfig) -> list[Row | str]:
+        return with_prices(rows, ds.price_column)
 
     def answer_value(self, answer: str) -> float | None:
         return parse_price(answer)

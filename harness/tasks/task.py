@@ -65,12 +65,14 @@ class Task:
         """Its own columns, for the message when data fits no row shape: `'text' and 'price' (pricer), `."""
         return ""
 
-    def label_of(self, item: Row, row: Row, ds: DatasetConfig) -> float | None:
-        """The label of the formatted row `item`, made from the source `row` (None: the row is left out)."""
-        return None
+    def label_of(self, item: Row, row: Row, ds: DatasetConfig) -> float | str:
+        """The label of the formatted row `item`, made from the source `row`, or a short reason it has none
+        (the row is bad: harness.core.badrows). Only called when `label` is set."""
+        return f"no {self.label}"
 
-    def labelled(self, rows: list[Row], ds: DatasetConfig, where: str) -> list[Row]:
-        """Preference or prompt-only rows (dpo, grpo) with their label set, those without one left out."""
+    def labelled(self, rows: list[Row | str], ds: DatasetConfig) -> list[Row | str]:
+        """Preference or prompt-only rows (dpo, grpo) with their label set; a row without one becomes the
+        reason (a reason given stays one)."""
         return rows
 
     def answer_value(self, answer: str) -> float | None:

@@ -14,17 +14,19 @@ error messages simple and deterministic.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import string
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset, Features, Value
 
 from harness import tasks
+from harness.core import badrows
 from harness.errors import DataError
 from harness.sweepfile.schema import SweepConfig
 from harness.trial import formats, sources
@@ -39,6 +41,8 @@ class Splits:
     train: Dataset
     validation: Dataset
     test: Dataset
+    dropped: dict[str, Any] = field(default_factory=dict)
+    """The bad rows left out under `dataset.bad_rows: drop` (harness.core.badrows figures); {} for none."""
 
     def as_dict(self) -> dict[str, Dataset]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -59,12 +63,21 @@ def load_splits(cfg: SweepConfig, tokenizer: Any | None = None) -> Splits:
             f"{where} has no split {ds.train_split!r} (found splits: {', '.join(raw)}); "
             "set dataset.train_split."
         )
-    train = _format_rows(train_raw, cfg, tokenizer, where)
+    # Every split is formatted before anything is decided: one error names every bad row of all of them.
+    bad = badrows.BadRows()
+    formatted: dict[str, list[Row]] = {}
+    done: dict[int, list[Row]] = {}  # one unnamed split may also be read as validation: format it once
+    for name in (ds.train_split, ds.validation_split, ds.test_split):
+        rows = train_raw if name == ds.train_split else raw.get(name)
+        if rows and name not in formatted:
+            if id(rows) not in done:
+                done[id(rows)] = _format_rows(rows, cfg, tokenizer, where, bad, _split_name(name, raw))
+            formatted[name] = done[id(rows)]
+    if bad and ds.bad_rows == "error":
+        raise bad.error(where)
+    train = formatted[ds.train_split]
     # A split the source lacks (or has empty) is carved out of train below, by hash.
-    validation, test = (
-        _format_rows(raw[name], cfg, tokenizer, where) if raw.get(name) else None
-        for name in (ds.validation_split, ds.test_split)
-    )
+    validation, test = (formatted.get(name) for name in (ds.validation_split, ds.test_split))
     train, validation, test = _carve(train, validation, test, ds.validation_fraction, ds.test_fraction)
     if ds.max_train_rows is not None and len(train) > ds.max_train_rows:
         train = _subset(train, ds.max_train_rows)
@@ -75,20 +88,32 @@ def load_splits(cfg: SweepConfig, tokenizer: Any | None = None) -> Splits:
                 f"{where}: the {name} split is empty after splitting {len(train_raw)} rows; {fix}."
             )
     label = tasks.get(cfg.task).label
-    return Splits(*(_to_dataset(rows, label, cfg.trainer) for rows in (train, validation, test)))
+    train_ds, validation_ds, test_ds = (
+        _to_dataset(rows, label, cfg.trainer, where) for rows in (train, validation, test)
+    )
+    return Splits(train_ds, validation_ds, test_ds, dropped=bad.figures() if bad else {})
+
+
+def _split_name(name: str, raw: dict[str, list[Row]]) -> str:
+    """The name a user knows a split by: the source's own (one unnamed split is `train`)."""
+    return name if name in raw else next(iter(raw), name)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Row shapes -> prompt/completion
 
 
-def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) -> list[Row]:
+def _format_rows(
+    rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str, bad: badrows.BadRows, split: str
+) -> list[Row]:
+    """The rows that can be used, formatted; each one that cannot goes into `bad` with its reason."""
     ds, task = cfg.dataset, tasks.get(cfg.task)
     cols = formats.columns(rows)
     found = f"found columns: {', '.join(cols) or 'none'}"
     if cfg.trainer != "sft":
-        return task.labelled(formats.format_rows(rows, cfg.trainer, ds.format, tokenizer, where), ds, where)
-    if ds.template is not None:
+        fmt: Formatter | None = None
+        items = task.labelled(formats.format_rows(rows, cfg.trainer, ds.format, tokenizer, where), ds)
+    elif ds.template is not None:
         fmt = _template_formatter(ds.template.prompt, ds.template.completion, cols, where, found)
     elif "prompt" in cols and "completion" in cols:
         fmt = _passthrough
@@ -105,56 +130,88 @@ def _format_rows(rows: list[Row], cfg: SweepConfig, tokenizer: Any, where: str) 
             "training.response_template, "
             f"or a dataset.template; {found}."
         )
+    if fmt is not None:
+        items = [_labelled(fmt(row), row, task, ds) for row in rows]
 
     out: list[Row] = []
-    dropped: Counter[str] = Counter()
-    for row in rows:
-        item = fmt(row)
-        if isinstance(item, str):  # a reason the row cannot be used
-            dropped[item] += 1
-            continue
-        if not str(item["prompt"]).strip() or not str(item["completion"]).strip():
-            dropped["empty prompt or completion"] += 1
-            continue
-        if task.label is not None:
-            value = task.label_of(item, row, ds)
-            if value is None:
-                dropped[f"no usable {task.label}"] += 1
-                continue
-            item[task.label] = value
-        out.append(item)
-    if rows and not out:
-        reasons = "; ".join(f"{n} with {why}" for why, n in dropped.most_common())
+    before = len(bad.found)
+    bad.rows += len(rows)
+    for i, item in enumerate(items):
+        reason = item if isinstance(item, str) else _unusable(item, cfg.trainer != "grpo")
+        if reason:
+            bad.add(split, i, reason)
+        else:
+            out.append(item)  # type: ignore[arg-type]
+    if rows and not out and ds.bad_rows == "drop":
+        reasons = badrows.tally(Counter(b.reason for b in bad.found[before:]))
         raise DataError(f"{where}: no usable rows left after filtering {len(rows)} rows ({reasons}).")
     return out
 
 
-def _passthrough(row: Row) -> Row:
+def _labelled(item: Row | str, row: Row, task: tasks.Task, ds: Any) -> Row | str:
+    """An SFT row with the task's label (pricer: price) set, or why it has none."""
+    if isinstance(item, str) or task.label is None:
+        return item
+    value = task.label_of(item, row, ds)
+    return value if isinstance(value, str) else {**item, task.label: value}
+
+
+def _unusable(item: Row, needs_answer: bool) -> str:
+    """Why a formatted row cannot be trained on ('' when it can): an empty side, or text no file can hold."""
+    for key in ("prompt", "completion") if needs_answer else ("prompt",):
+        value = item.get(key)
+        if not (isinstance(value, str) and value.strip()):
+            return f"empty {key}"
+    for key in ("prompt", "completion", *formats.PREFERENCE):
+        value = item.get(key)
+        if isinstance(value, str) and not _encodable(value):
+            return f"{key} is not valid Unicode (a lone surrogate)"
+    return ""
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _passthrough(row: Row) -> Row | str:
+    for key in ("prompt", "completion"):
+        if key not in row:
+            return f"no {key}"
+        if _structured(row[key]):
+            return f"{key} is {badrows.kind(row[key])}"
     return {"prompt": _text(row.get("prompt")), "completion": _text(row.get("completion"))}
 
 
 def _template_formatter(prompt: str, completion: str, cols: list[str], where: str, found: str) -> Formatter:
+    whole: set[str] = set()  # columns the template spells out whole: {output}, not {meta[title]}
     for which, text in (("prompt", prompt), ("completion", completion)):
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
         except ValueError as e:
             raise DataError(f"dataset.template.{which} is not a valid format string: {e}.") from None
-        for field in fields:
-            name = re.split(r"[.\[]", field, maxsplit=1)[0]
+        for name_field in fields:
+            name = re.split(r"[.\[]", name_field, maxsplit=1)[0]
             if not name or name.isdigit():
                 raise DataError(f"dataset.template.{which} must name columns, like {{instruction}}.")
             if name not in cols:
                 raise DataError(f"{where} has no column {name!r} used by dataset.template.{which}; {found}.")
+            if name == name_field:
+                whole.add(name)
 
-    def fmt(row: Row) -> Row:
+    def fmt(row: Row) -> Row | str:
         # A key absent from this row only (ragged JSON) or null renders as "", like an empty CSV cell.
-        values = {c: "" for c in cols} | {k: "" if v is None else v for k, v in row.items()}
+        values = {c: "" for c in cols} | {k: _text(v) if _missing(v) else v for k, v in row.items()}
+        wrong = next((c for c in sorted(whole) if _structured(values[c])), None)
+        if wrong is not None:  # a whole column spelled into the text: {meta[title]} may index into one
+            return f"{wrong} is {badrows.kind(values[wrong])}"
         try:
             return {"prompt": prompt.format_map(values), "completion": completion.format_map(values)}
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
-            raise DataError(
-                f"{where}: dataset.template cannot format a row: {sources.first_line(e)}."
-            ) from None
+            return f"dataset.template cannot format it ({type(e).__name__})"
 
     return fmt
 
@@ -179,8 +236,15 @@ def _chat_formatter(column: str, tokenizer: Any, where: str) -> Formatter:
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None:
             return "no assistant turn"
-        prompt = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
+        if last == 0:
+            return "no turn before the assistant's"
+        try:
+            prompt = tokenizer.apply_chat_template(
+                messages[:last], tokenize=False, add_generation_prompt=True
+            )
+            full = tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
+        except Exception:  # noqa: BLE001 - a chat template is user code (jinja): the row is bad
+            return "messages the chat template cannot render"
         # Taking the completion from the rendered text keeps the template's end-of-turn markers.
         completion = full[len(prompt) :] if full.startswith(prompt) else _text(messages[last]["content"])
         if strip_bos and bos and prompt.startswith(bos):
@@ -197,6 +261,8 @@ def _response_template_formatter(column: str, template: str, rows: list[Row], wh
         )
 
     def fmt(row: Row) -> Row | str:
+        if _structured(row.get(column)):
+            return f"{column} is {badrows.kind(row.get(column))}"
         text = _text(row.get(column))
         cut = text.find(template)
         if cut < 0:
@@ -208,7 +274,17 @@ def _response_template_formatter(column: str, template: str, rows: list[Row], wh
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    """A cell as text: null and NaN (pandas' and parquet's empty cell) are ""."""
+    return "" if _missing(value) else str(value)
+
+
+def _structured(value: Any) -> bool:
+    """A list, dict or bytes: never text to train on, whatever str() would make of it."""
+    return isinstance(value, (list, tuple, dict, bytes, bytearray))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,7 +339,7 @@ def generation_subset(validation: Any, cfg: SweepConfig) -> list[Row]:
     return seeded_subset(validation, cfg.evaluation.samples, cfg.seed + 1)
 
 
-def _to_dataset(rows: list[Row], label: str | None, trainer: str = "sft") -> Dataset:
+def _to_dataset(rows: list[Row], label: str | None, trainer: str = "sft", where: str = "") -> Dataset:
     columns: dict[str, list[Any]] = {
         "prompt": [r["prompt"] for r in rows],
         "completion": [r["completion"] for r in rows],
@@ -278,5 +354,13 @@ def _to_dataset(rows: list[Row], label: str | None, trainer: str = "sft") -> Dat
     extra = [c for c in formats.columns(rows) if c not in columns]
     ds = Dataset.from_dict(columns, features=Features(features))
     for c in extra:
-        ds = ds.add_column(c, [r.get(c) for r in rows])
+        values = [r.get(c) for r in rows]
+        try:
+            ds = ds.add_column(c, values)
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors for mixed or odd types share no base class
+            kinds = ", ".join(sorted({badrows.kind(v) for v in values if v is not None}))
+            raise DataError(
+                f"{where}: column {c!r} cannot be stored as one column ({kinds} across rows; "
+                f"{type(e).__name__}); give it one type in every row, or remove it."
+            ) from None
     return ds

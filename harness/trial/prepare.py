@@ -31,6 +31,7 @@ class TrialData:
     generation_rows: list[dict[str, Any]]  # fixed validation subset for generation metrics (rows that fit)
     test_rows: list[dict[str, Any]]
     lengths: dict[str, dict[str, Any]]  # per split: how the rows fit max_seq_length (harness.core.lengths)
+    dropped: dict[str, Any]  # bad rows left out (dataset.bad_rows: drop; harness.core.badrows), {} for none
 
 
 def trial_data(sweep: SweepConfig, tok: Any) -> TrialData:
@@ -76,6 +77,7 @@ def _prepare(key: dict[str, Any], sweep: SweepConfig, tok: Any) -> TrialData:
         generation_rows=_fitting(generation_rows, tok, t),
         test_rows=[data.test[i] for i in range(len(data.test))],
         lengths=report,
+        dropped=dict(data.dropped),
     )
 
 

@@ -138,8 +138,9 @@ def fresh_adapter_metrics(spec: TrialSpec, fixtures: session.Fixtures) -> dict[s
 
 
 class QLoRARecipe:
-    """The real recipe (spec.Recipe, spec.MeasuresBaseline, spec.ReportsData, spec.MeasuresTaskBaselines):
-    the session fixtures are bound once, and every trial of every sweep in this process reuses them."""
+    """The real recipe (spec.Recipe, spec.MeasuresBaseline, spec.ReportsData, spec.ReportsDroppedRows,
+    spec.MeasuresTaskBaselines): the session fixtures are bound once, and every trial of every sweep in this
+    process reuses them."""
 
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg
@@ -171,7 +172,8 @@ class QLoRARecipe:
         return baselines.measure(self.cfg, train, self.fixtures.generation_rows)
 
     def provenance(self) -> dict[str, Any]:
-        """Content hashes of the base, tokenizer and the splits as formatted here (harness.trial.provenance)."""
+        """Content hashes of the base, tokenizer and the splits as formatted here
+        (harness.trial.provenance)."""
         from harness.trial import provenance
 
         path = base.resolve_model_path(self.cfg.model, self.cfg.source_path)
@@ -189,5 +191,10 @@ class QLoRARecipe:
         return run
 
     def data_report(self) -> dict[str, dict[str, Any]]:
-        """How each split's rows fit max_seq_length (harness.core.lengths), measured when they were tokenized."""
+        """How each split's rows fit max_seq_length (harness.core.lengths), measured when they were
+        tokenized."""
         return {split: dict(figures) for split, figures in self.fixtures.lengths.items()}
+
+    def dropped_rows(self) -> dict[str, Any]:
+        """The bad rows its data left out (dataset.bad_rows: drop; harness.core.badrows), {} for none."""
+        return dict(self.fixtures.dropped)

@@ -27,6 +27,7 @@ class Fixtures:
     test_rows: list[dict[str, Any]]
     device: str
     lengths: dict[str, dict[str, Any]]  # per split: how the rows fit max_seq_length (harness.core.lengths)
+    dropped: dict[str, Any]  # bad rows left out (dataset.bad_rows: drop; harness.core.badrows), {} for none
     quantization: str  # the base's kind (model.quantization): nf4, fp4, int8 or none
 
 
@@ -55,6 +56,7 @@ def get(sweep: SweepConfig, model: ModelConfig | None = None) -> Fixtures:
         test_rows=data.test_rows,
         device=base.device(),
         lengths=data.lengths,
+        dropped=data.dropped,
         quantization=settings.quantization,
     )
 

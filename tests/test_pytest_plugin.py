@@ -6,6 +6,7 @@ recipe on the builtin model, which is what `pytest sweeps/` does for a user.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,17 @@ import datasets  # noqa: F401  (see below)
 import pytest
 import yaml
 
+import harness.study.run  # noqa: F401
+import harness.study.storage
 import harness.trial.recipe  # noqa: F401
 
-# datasets and the recipe stack are imported above on purpose: pytester's in-process runs drop the
-# modules first imported inside them, and datasets (pyarrow extension types) cannot be imported twice
-# in one process.
+# datasets, the study side (optuna, SQLAlchemy) and the recipe stack are imported above on purpose:
+# pytester's in-process runs drop the modules first imported inside them, and datasets (pyarrow extension
+# types) and SQLAlchemy (its cached traversal internals) cannot be imported twice in one process. The
+# plugin itself imports neither until a sweep runs, so nothing else in this process would have. SQLAlchemy
+# loads its SQLite dialect and event machinery on the first connection: open one here, outside.
+with tempfile.TemporaryDirectory() as _warm:
+    harness.study.storage.open_storage(f"sqlite:///{_warm}/warm.db")
 
 pytest_plugins = ["pytester"]
 

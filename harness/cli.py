@@ -8,6 +8,7 @@ optuna, pandas and plotly cost about a second, which `sweep --help` and a mistyp
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from collections.abc import Sequence
@@ -339,6 +340,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         err.print(f"error: {e}", markup=False)
         return EXIT_FAILED if isinstance(e, SweepStopped) else EXIT_USAGE
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise  # our bug: the traceback
+        # A path given on the command line (a sweep file, --results-dir, --storage) that no file system
+        # holds: the user's to shorten, wherever it was first looked at.
+        shown = str(e.filename)
+        shown = shown if len(shown) <= 80 else f"{shown[:38]}...{shown[-38:]}"
+        err.print(
+            f"error: {shown!r}: a file or folder name is too long for the file system (at most 255 bytes "
+            "a name, 4,095 a path); give a shorter path",
+            markup=False,
+        )
+        return EXIT_USAGE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -141,6 +141,21 @@ CASES = [
         ["training.r", "30-digit number", "2**63 - 1"],
     ),
     Case("results-dir-name-too-long", ["results_dir=" + "r" * 300], ["results_dir", "at most 255"]),
+    Case(
+        "search-space-under-no-users-home",
+        ["search_space=~no_such_user_here/space.yaml"],
+        ["search_space", "'~no_such_user_here' names no user"],
+    ),
+    Case(
+        "sweep-file-name-too-long",
+        argv=["run", "s" * 300 + ".yaml"],
+        expect=["sss...sss", "too long", "at most 255 bytes"],
+    ),
+    Case(
+        "storage-path-too-long",
+        argv=["status", "pricer", "--storage", "journal:" + "j" * 300 + "/study.log"],
+        expect=["jjj", "too long"],
+    ),
     # --- paths that escape
     Case(
         "reward-function-with-dotdot",

@@ -42,10 +42,11 @@ class TrialSpec:
         values = dict(params)
         multiple = values.pop("lora_alpha_multiple", None)
         quantization = values.pop("quantization", None)
-        training = sweep.training.model_copy(update=values)
+        # Validated, not copied in: a value is used as its setting's type ('8' sampled for r trains r=8).
+        training = TrainingConfig.model_validate({**sweep.training.model_dump(), **values})
         if multiple is not None:
-            training = training.model_copy(update={"lora_alpha": float(multiple) * training.r})
-        training = TrainingConfig.model_validate(training.model_dump())  # re-check merged values
+            alpha = float(multiple) * training.r
+            training = TrainingConfig.model_validate({**training.model_dump(), "lora_alpha": alpha})
         return cls(
             number=number,
             params=dict(params),

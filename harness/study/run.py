@@ -96,7 +96,11 @@ def run_sweep(
         )
         recipe = real_recipe(cfg)
     optuna_storage = st.open_storage(url)
-    study = resume.open_study(cfg, optuna_storage, url)
+    try:
+        study = resume.open_study(cfg, optuna_storage, url)
+    except HarnessError:  # refused (another search space or objective): leave nothing open behind
+        st.close(optuna_storage)
+        raise
     report_lengths(study, recipe, console)
     record_provenance(cfg, study, recipe, console)
     recovered = failures.recover_interrupted(study)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 
+from harness import compat
 from harness.core import attrs, trialdir
 from harness.errors import StorageError
 from harness.sweepfile.schema import SweepConfig
@@ -173,6 +174,14 @@ def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStor
     except Exception as e:  # sqlalchemy/driver errors carry the URL; never echo it unmasked
         reason = mask_url(str(e).splitlines()[0]) if str(e) else type(e).__name__
         raise StorageError(f"cannot open storage {shown}: {reason}") from None
+
+
+def close(storage: optuna.storages.BaseStorage) -> None:
+    """Close a storage's database connections now, not when they are collected: a SQLite connection keeps
+    its -wal/-shm files beside study.db while it is open (a refused run must leave the folder as it was)."""
+    engine = compat.rdb_engine(storage)
+    if engine is not None:
+        engine.dispose()
 
 
 def _journal_path(url: str) -> Path | None:

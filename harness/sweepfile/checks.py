@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from harness.errors import CALLABLE_SPEC, NAME_MAX, ConfigError, check_callable_spec, problems_error
@@ -127,10 +128,15 @@ def _paths(cfg: SweepConfig) -> list[str]:
 
 
 def path_problem(text: str) -> str | None:
-    """Why a string cannot be a path on this machine (None: it can): a NUL character, a file name over
-    NAME_MAX bytes, a path over PATH_MAX bytes."""
+    """Why a string cannot be a path on this machine (None: it can): a NUL character, `~name` of no user,
+    a file name over NAME_MAX bytes, a path over PATH_MAX bytes."""
     if "\x00" in text:
         return "contains a NUL character, which no file name may hold"
+    if text.startswith("~"):
+        try:
+            Path(text).expanduser()
+        except RuntimeError:  # `~name` of a user this machine does not have
+            return f"{text.split('/')[0][:40]!r} names no user of this machine, so no home folder"
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > PATH_MAX:
         return f"a path of {size:,} bytes; at most {PATH_MAX:,}"

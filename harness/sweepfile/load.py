@@ -139,7 +139,8 @@ def load_sweep(
     expect = data.get("expect")
     expectations: list[Expectation] = []
     if isinstance(expect, dict):
-        task = data.get("task") if data.get("task") in TASK_METRICS else "pricer"
+        task = data.get("task")
+        task = task if isinstance(task, str) and task in TASK_METRICS else "pricer"  # schema: a bad task
         evaluation = data.get("evaluation")
         custom = isinstance(evaluation, dict) and bool(evaluation.get("custom"))
         trainer = cfg.trainer if cfg is not None else "sft"

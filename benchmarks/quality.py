@@ -29,7 +29,7 @@ with pruning runs more trials inside it, the grid stops when its points run out.
 machine takes longer, and BENCH_QUALITY_* below run a reduced version.
 
 The common measure: the eval_loss (token-weighted mean NLL over the completion tokens of the same 128
-validation rows, tokenized by harness.trial.fixtures.tokenize_rows on both sides) of the adapter the method hands
+validation rows, tokenized by trial.prepare.tokenize_rows on both sides) of the adapter the method hands
 the user. harness keeps each trial's best-eval adapter (best-adapter/), so its value is its best eval; HF,
 W&B and Axolotl hand over the final model, so theirs is the last eval. HF's eval runs the 128 rows as one
 batch, so its eval_loss is that same token-weighted mean. A pruned trial hands over nothing (no tool offers

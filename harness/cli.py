@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--recipe",
         metavar="MODULE:FUNCTION",
-        help="train with this callable instead of the QLoRA recipe (a fake one in tests; see harness.core.spec)",
+        help="train with this callable instead of the QLoRA recipe (a fake one in tests; see core/spec.py)",
     )
     run.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)  # set by --workers for each worker
     run.add_argument(

@@ -45,14 +45,17 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def model_folder(tmp: Path, name: str = "model", config: str | None = None, weights: bool = True) -> None:
-    folder = tmp / name
+def model_folder(tmp: Path, config: str | None = None, weights: bool | bytes = True) -> None:
+    """The shipped base copied to tmp/model, with another config.json, no weights, or other bytes in them."""
+    folder = tmp / "model"
     shutil.copytree(TINY_MODEL, folder)
     if config is not None:
         (folder / "config.json").write_text(config)
-    if not weights:
-        for p in folder.glob("*.safetensors"):
+    for p in folder.glob("*.safetensors"):
+        if weights is False:
             p.unlink()
+        elif isinstance(weights, bytes):
+            p.write_bytes(weights)
 
 
 def study_db(content: bytes) -> Callable[[Path], None]:
@@ -68,6 +71,17 @@ def other_sqlite(tmp: Path) -> None:
     (tmp / "results/pricer").mkdir(parents=True)
     with sqlite3.connect(tmp / "results/pricer/study.db") as con:
         con.execute("CREATE TABLE prices (item TEXT, price REAL)")
+
+
+def damaged_study_db(tmp: Path) -> None:
+    """A study database cut short (a disk that filled up, a copy interrupted)."""
+    import optuna
+
+    path = tmp / "results/pricer/study.db"
+    path.parent.mkdir(parents=True)
+    optuna.create_study(study_name="pricer", storage=f"sqlite:///{path}")
+    with path.open("r+b") as f:
+        f.truncate(8192)
 
 
 SPACE = "parameters:\n  r: {values: [4, 8]}\n  learning_rate: {min: 0.001, max: %s}\n"
@@ -203,6 +217,18 @@ CASES = [
         env={"HF_HUB_OFFLINE": "1"},
     ),
     Case(
+        "model-type-transformers-does-not-know",
+        ["model.name=model"],
+        ["model.name 'model'", "model_type 'lama'", "does not know", "did you mean 'llama'?"],
+        prepare=lambda tmp: model_folder(tmp, config='{"model_type": "lama"}'),
+    ),
+    Case(
+        "model-weights-that-are-not-weights",
+        ["model.name=model"],
+        ["model.name 'model'", "the base model cannot be loaded"],
+        prepare=lambda tmp: model_folder(tmp, weights=b"\x00" * 4096),
+    ),
+    Case(
         "model-name-neither-folder-nor-hub-id",
         ["model.name=my model/v2/final"],
         ["model.name 'my model/v2/final'", "not a hub id"],
@@ -221,6 +247,12 @@ CASES = [
         [*GRPO, "training.reward_functions=[raising_rewards:score]"],
         ["training.reward_functions", "raising_rewards", "NameError", "raising_rewards.py, line 1"],
         files={"raising_rewards.py": "WEIGHTS = load_weights()\n"},
+    ),
+    Case(
+        "reward-module-that-exits-when-imported",
+        [*GRPO, "training.reward_functions=[exiting_rewards:score]"],
+        ["training.reward_functions", "SystemExit", "exiting_rewards.py, line 2"],
+        files={"exiting_rewards.py": "import sys\nsys.exit('needs a GPU')\n"},
     ),
     Case(
         "custom-metric-with-a-syntax-error",
@@ -253,6 +285,18 @@ CASES = [
             ["watch", "pricer", "--once"],
         )
     ],
+    Case(
+        "damaged-study-db-status",
+        argv=["status", "pricer"],
+        expect=["study.db is damaged", "malformed"],
+        prepare=damaged_study_db,
+    ),
+    Case(
+        "journal-ending-in-a-partial-line",
+        ["--recipe", "helpers:fake_recipe", "--storage", "journal:study.log"],
+        ["study.log", "partial line", "last line break"],
+        files={"study.log": '{"op_code": 0, "study_name": "pricer", "directions": [1]}\n{"op_code": 4, "st'},
+    ),
     Case(
         "not-optuna-sqlite-status",
         argv=["status", "pricer"],

@@ -1,4 +1,5 @@
-"""harness.trial.evaluation on a tiny random Llama and an offline BPE tokenizer, checked by hand computations."""
+"""harness.trial.evaluation on a tiny random Llama and an offline BPE tokenizer, checked by hand
+computations."""
 
 from __future__ import annotations
 

@@ -141,9 +141,18 @@ class ReportsData(Protocol):
 
 
 @runtime_checkable
+class ReportsDroppedRows(Protocol):
+    """Optional: a recipe whose data left bad rows out (`dataset.bad_rows: drop`): how many and why
+    (harness.core.badrows figures, {} for none), printed when a run starts and stored (`dropped_rows`)."""
+
+    def dropped_rows(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class ReportsProvenance(Protocol):
-    """Optional: a recipe that hashes the base, tokenizer and data splits it trains on (harness.trial.provenance),
-    stored once per study (`provenance`); for any other recipe runner hashes them from the config."""
+    """Optional: a recipe that hashes the base, tokenizer and data splits it trains on
+    (harness.trial.provenance), stored once per study (`provenance`); for any other recipe runner hashes
+    them from the config."""
 
     def provenance(self) -> dict[str, Any]: ...
 
@@ -182,7 +191,7 @@ def import_callable(text: str, what: str, search: Sequence[Path] = ()) -> Any:
     except SyntaxError as e:  # not an ImportError: the user's file is there but is not Python
         where = f"{e.filename}, line {e.lineno}" if e.filename else module
         raise ConfigError(f"{what} {text!r}: {where}: syntax error: {e.msg}") from None
-    except Exception as e:  # the user's module raised while it was imported
+    except (Exception, SystemExit) as e:  # the user's module raised (or exited) while it was imported
         raise ConfigError(
             f"{what} {text!r}: importing {module} raised {type(e).__name__}: {e} ({raised_at(e)})"
         ) from None

@@ -2,7 +2,8 @@
 results/compare-A-vs-B/, and chosen trials of one study (`sweep report A --trials 3 7`) ->
 results/A/compare-trials-3-7/.
 
-Same outputs and writer as a single-study report (harness.results.report); read-only like it. Not to be confused
+Same outputs and writer as a single-study report (harness.results.report); read-only like it. Not to be
+confused
 with harness.results.comparison, which sets one study's tuned model against its untrained base.
 """
 

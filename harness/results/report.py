@@ -102,7 +102,8 @@ def best_text(data: StudyData) -> str:
     if stats is not None:  # chosen by its mean over seeds (sweep confirm)
         return (
             f"trial {best.number}: {data.metric} = {stats.mean:.6g} ± {stats.ci95:.3g} "
-            f"(confirmed mean of {stats.n} seeds, 95% interval; its own run {ranking.primary_value(best):.6g}{at})"
+            f"(confirmed mean of {stats.n} seeds, 95% interval; "
+            f"its own run {ranking.primary_value(best):.6g}{at})"
         )
     return f"trial {best.number}: {data.metric} = {ranking.primary_value(best):.6g}{at}"
 

@@ -1,7 +1,8 @@
 """Where a sweep stands: `collect(study)` -> a `View` (counts, running trials, best, ETA), and the plain
 lines of `sweep status` and the table of `sweep list` drawn from it.
 
-Computed from the storage alone (opened read-only by harness.study.storage), so it works from another shell while
+Computed from the storage alone (opened read-only by harness.study.storage), so it works from another shell
+while
 `sweep run` writes. `View` is plain data (testable without a terminal); harness.results.watch draws it live.
 """
 
@@ -201,7 +202,7 @@ def status_report(target: str | None, results_dir: str, storage: str | None) -> 
 
 
 def list_table(found: Iterable[tuple[str, list[optuna.Study] | StorageError]]) -> Table:
-    """`sweep list`: one row per study (harness.study.storage.discover's result), a row per storage that failed."""
+    """`sweep list`: one row per study (storage.discover's result), a row per storage that failed."""
     table = Table(title="studies", title_justify="left")
     columns: list[tuple[str, JustifyMethod]] = [
         ("study", "left"),

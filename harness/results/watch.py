@@ -1,6 +1,7 @@
 """`sweep watch STUDY`: a live terminal view of a sweep; `sweep dashboard STUDY`: optuna-dashboard on it.
 
-The view is computed from the storage alone (harness.study.storage.load opens it without creating anything), so it
+The view is computed from the storage alone (harness.study.storage.load opens it without creating anything),
+so it
 works from another shell or over SSH while `sweep run` writes, and reading cannot disturb the sweep: each
 refresh is a few short read queries, and a refresh that fails (a busy or briefly locked database) is shown
 as a note and retried, never raised.

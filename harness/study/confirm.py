@@ -13,7 +13,8 @@ The K best configs (by their single run) are trained S more times each, as trial
   that enqueued the same pair at once train it once: the later trial of a pair stands down without
   training (FAIL `duplicate repeat of trial N`, no budget used).
 
-Each confirmed config then has `value_mean`, `value_std`, `value_ci95` and `n_seeds` (harness.study.noise), and
+Each confirmed config then has `value_mean`, `value_std`, `value_ci95` and `n_seeds` (harness.study.noise),
+and
 `sweep best`, `expect:` and the reports use its mean.
 """
 

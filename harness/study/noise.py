@@ -1,6 +1,7 @@
 """Seed-to-seed noise: which trials repeat which config, and each confirmed config's mean and interval.
 
-`sweep confirm` (harness.study.confirm) re-trains the best configs with further seeds as trials of the same study,
+`sweep confirm` (harness.study.confirm) re-trains the best configs with further seeds as trials of the same
+study,
 each tagged with user attr `repeat_of` (the original trial's number) and `repeat_index` (1..S). A config's
 runs are its original trial plus its COMPLETE repeats; `n_seeds` counts them all. The interval is a
 Student-t 95% interval over those runs: `value_ci95` is its half-width. Pure functions over frozen trials:

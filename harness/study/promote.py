@@ -205,7 +205,8 @@ def real_promoter(cfg: SweepConfig) -> Promoter:
     missing = needed - set(inspect.signature(finetune).parameters)
     if missing:  # checked before the base model is loaded: fail in a second, not after an hour of training
         raise HarnessError(
-            "`sweep train` needs harness.trial.recipe.finetune(..., save_adapter_to=, test_rows=), which this "
+            "`sweep train` needs harness.trial.recipe.finetune(..., save_adapter_to=, test_rows=), "
+            "which this "
             f"version lacks ({', '.join(sorted(missing))}); update harness"
         )
     shared = session.get(cfg)

@@ -20,11 +20,18 @@ import optuna
 from rich.console import Console
 
 from harness import compat, tasks
-from harness.core import attrs, lengths, trialdir
+from harness.core import attrs, badrows, lengths, trialdir
 from harness.core import provenance as recorded
 from harness.core.display import SHORT
 from harness.core.display import fmt as _fmt
-from harness.core.spec import MeasuresBaseline, MeasuresTaskBaselines, Recipe, ReportsData, ReportsProvenance
+from harness.core.spec import (
+    MeasuresBaseline,
+    MeasuresTaskBaselines,
+    Recipe,
+    ReportsData,
+    ReportsDroppedRows,
+    ReportsProvenance,
+)
 from harness.errors import HarnessError, TrialFailed, problems_error
 from harness.study import failures, ranking, resume
 from harness.study import storage as st
@@ -102,6 +109,7 @@ def run_sweep(
         st.close(optuna_storage)
         raise
     report_lengths(study, recipe, console)
+    report_dropped(study, recipe, console)
     record_provenance(cfg, study, recipe, console)
     recovered = failures.recover_interrupted(study)
     if recovered:
@@ -166,6 +174,19 @@ def report_lengths(study: optuna.Study, recipe: Recipe, console: Console) -> Non
     figures = recipe.data_report()
     study.set_user_attr(attrs.DATA_LENGTHS, figures)
     for line in lengths.lines(study.study_name, figures):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def report_dropped(study: optuna.Study, recipe: Recipe, console: Console) -> None:
+    """The bad rows `dataset.bad_rows: drop` left out: one line, and study user attr `dropped_rows` (also
+    when a later run drops none, so the study never keeps a stale count)."""
+    if not isinstance(recipe, ReportsDroppedRows):
+        return
+    figures = recipe.dropped_rows()
+    if figures or attrs.DROPPED_ROWS in study.user_attrs:
+        study.set_user_attr(attrs.DROPPED_ROWS, figures or {"rows": None, "dropped": 0, "reasons": {}})
+    line = badrows.line(study.study_name, figures)
+    if line:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -91,7 +91,7 @@ def check_sqlite_file(path: Path, reading: bool = False) -> None:
         if not path.exists():
             return
         if path.is_dir():
-            raise StorageError(f"storage {path} is a folder; expected a SQLite study database (study.db)")
+            raise StorageError(f"study database {path} is a folder; expected a SQLite file (study.db)")
         deadline = time.monotonic() + CREATING_S
         while path.stat().st_size == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -107,14 +107,39 @@ def check_sqlite_file(path: Path, reading: bool = False) -> None:
             "study, restore it from a backup; otherwise move it away (the next `sweep run` creates a new "
             "study there), or give another --storage / results_dir"
         )
-    if reading and not _has_optuna_tables(path):
-        raise StorageError(
-            f"study database {path} is a SQLite database without Optuna's tables, so it holds no study "
-            "(`sweep run` creates them); give the study.db of a sweep"
-        )
+    problem = _not_a_study(path) if reading else None
+    if problem is not None:
+        raise StorageError(f"study database {path} {problem}")
 
 
-def _has_optuna_tables(path: Path) -> bool:
+def check_journal_end(path: Path) -> None:
+    """A journal a writer appends to must end with a whole line. One cut short (a crash mid-write, a full
+    disk) would have the next entry appended onto its end: one line no reader can parse, and every later
+    read of the study fails. (Readers skip a partial last line: they need no check.) Another worker's
+    append in progress ends within moments, so a partial line is given CREATING_S to complete."""
+    deadline = time.monotonic() + CREATING_S
+    try:
+        while path.is_file() and path.stat().st_size:
+            with path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) == b"\n":
+                    return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return  # no journal yet, or an empty one
+    except OSError as e:
+        raise StorageError(f"journal {path}: cannot be read: {e.strerror or e}") from None
+    raise StorageError(
+        f"journal {path} ends in a partial line (a write cut short); appending to it would make the "
+        "whole journal unreadable, so harness leaves it as it is. Delete the text after its last line "
+        "break (the entry that was being written), then run again"
+    )
+
+
+def _not_a_study(path: Path) -> str | None:
+    """Why a SQLite file holds no study to read (None: it does): damaged, or without Optuna's tables."""
     import sqlite3
 
     try:
@@ -122,9 +147,17 @@ def _has_optuna_tables(path: Path) -> bool:
         # its close removes the -wal/-shm files it may make (a read-only one would leave them behind).
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
             found = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'")
-            return found.fetchone() is not None
-    except sqlite3.DatabaseError:
-        return False
+            if found.fetchone() is not None:
+                return None
+    except sqlite3.DatabaseError as e:  # a file cut short, overwritten pages
+        return (
+            f"is damaged (SQLite: {e}); harness does not open it. Restore it from a backup, or see "
+            "https://sqlite.org/recovery.html"
+        )
+    return (
+        "is a SQLite database without Optuna's tables, so it holds no study (`sweep run` creates them); "
+        "give the study.db of a sweep"
+    )
 
 
 def use_wal(path: Path) -> None:
@@ -147,6 +180,7 @@ def open_storage(url: str, create_dirs: bool = True) -> optuna.storages.BaseStor
             from optuna.storages.journal import JournalFileBackend
 
             if create_dirs:
+                check_journal_end(journal)
                 journal.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
         if "://" not in url:

@@ -16,7 +16,8 @@ pytest-style rules:
   run never adds a trial to a real study. That folder is wiped before each smoke run: a smoke test must
   train, not resume a finished study.
 
-Verdicts (harness.suite.verdicts): *passed* (every expectation held), *failed* (an expectation failed, no trial completed, or the
+Verdicts (harness.suite.verdicts): *passed* (every expectation held), *failed* (an expectation failed, no
+trial completed, or the
 sweep stopped after `max_failures` failures in a row), *error* (a user error: invalid file, data, storage;
 reported per file), *skipped* (not run because of `-x`). The run ends with one line
 `N passed, N failed[, N skipped][, N errors]`; exit code 2 if any error, else 1 if any failure, else 0.

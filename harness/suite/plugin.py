@@ -9,7 +9,8 @@ Which YAML files are sweeps (so the plugin never grabs a repo's CI or compose fi
 `--sweep-collect` / ini `sweep_collect`: `auto`, `folders` (only the folder rule), `off`.
 
 Each sweep file is one test item named after its study (`sweeps/pricer.yaml::pricer`). It runs in smoke
-mode (see harness.suite.collect: 1 trial, 4 steps, tiny eval, in `<results_dir>/.smoke/`) unless `--sweep-full`
+mode (see harness.suite.collect: 1 trial, 4 steps, tiny eval, in `<results_dir>/.smoke/`) unless
+`--sweep-full`
 is given, and fails with the `expect:` lines that failed. Works with `-k` (file name, study name and the
 file's `tags:`, which are also added as markers for `-m`), `-x`, `--junitxml` (expectation outcomes are
 recorded as properties) and pytest-xdist (the session fixtures are per worker process).

@@ -1,4 +1,4 @@
-"""One entry of a W&B-style `parameters:` block, as parsed (search_space.py maps it onto Optuna).
+"""One entry of a W&B-style `parameters:` block, as parsed (harness.study.space maps it onto Optuna).
 
 Kept apart from config.py (the sweep file's schema) so the schema stays one screenful per concern; like
 config.py it imports nothing of harness, so everything can import it.

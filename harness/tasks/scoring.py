@@ -127,7 +127,7 @@ def load_custom_metric(spec: str) -> Callable[..., Mapping[str, float]]:
     except SyntaxError as e:  # not an ImportError: the user's file is there but is not Python
         where = f"{e.filename}, line {e.lineno}" if e.filename else repr(module_name)
         raise ConfigError(f"custom metric {spec!r}: {where}: syntax error: {e.msg}") from None
-    except Exception as e:  # the user's module raised while it was imported
+    except (Exception, SystemExit) as e:  # the user's module raised (or exited) while it was imported
         raise ConfigError(
             f"custom metric {spec!r}: importing {module_name!r} failed: {type(e).__name__}: {e} "
             f"({raised_at(e)})"

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, closest
 from harness.sweepfile.schema import ModelConfig, TrainingConfig
 from harness.trial import cache
 
@@ -64,7 +64,7 @@ def resolve_model_path(model_cfg: ModelConfig, source_path: str | None = None) -
     if source_path and not local.is_absolute() and (Path(source_path).parent / local).exists():
         local = Path(source_path).parent / local
     if local.exists():
-        check_model_folder(local, model_cfg.name)
+        check_model_folder(local, model_cfg.name, model_cfg.trust_remote_code)
         return str(local)
     if model_cfg.name.startswith((".", "/", "~")):
         raise ConfigError(f"model.name: folder not found: {model_cfg.name}")
@@ -76,10 +76,11 @@ WEIGHTS = ("*.safetensors", "*.bin")
 """What from_pretrained loads weights from (sharded checkpoints too: their shards have these names)."""
 
 
-def check_model_folder(folder: Path, name: str) -> None:
+def check_model_folder(folder: Path, name: str, trust_remote_code: bool = False) -> None:
     """A local model folder, checked from its files alone (nothing loaded): a config.json that is a JSON
-    object naming its `model_type`, and weights that are not empty. Loading would fail on either after
-    the data is prepared, with a message about neither the folder nor the key."""
+    object naming a `model_type` transformers knows (or, with trust_remote_code, code of its own), and
+    weights that are not empty. Loading would fail on either after the data is prepared, with a message
+    about neither the folder nor the key."""
     where = f"model.name {name!r}"
     if not folder.is_dir():
         raise ConfigError(f"{where} is a file; give the folder holding config.json and the weights")
@@ -101,6 +102,16 @@ def check_model_folder(folder: Path, name: str) -> None:
         raise ConfigError(
             f'{where}: {config} has no "model_type"; transformers needs it to know the architecture '
             '(e.g. "model_type": "llama"): give the config save_pretrained() wrote'
+        )
+    from transformers import CONFIG_MAPPING
+
+    kind = data["model_type"]
+    if kind not in CONFIG_MAPPING and not (trust_remote_code and "auto_map" in data):
+        hint = closest(kind, list(CONFIG_MAPPING.keys()))
+        raise ConfigError(
+            f"{where}: {config} has model_type {kind!r}, which transformers does not know"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + "; models with code of their own need model.trust_remote_code: true"
         )
     weights = [p for pattern in WEIGHTS for p in folder.glob(pattern) if p.is_file()]
     if not weights:
@@ -170,6 +181,8 @@ def base_model(
 ) -> Any:
     """The frozen, quantized base, prepared for k-bit training once for all trials. Called with
     `keep=model.max_cached_bases` (session.get): a worker holds at most that many bases at once."""
+    import pickle
+
     from peft import prepare_model_for_kbit_training
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
@@ -191,7 +204,9 @@ def base_model(
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except (OSError, SafetensorError) as e:  # unreachable hub, unreadable weight files
+    # An unreachable hub, weight files that are not weights (unpickling, safetensors), weights that do not
+    # fit the config (a size mismatch), an architecture this transformers does not have.
+    except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
         raise cannot_load(model_cfg, "base model", e) from e
     if quant is not None:
         keep_4bit_layout_trainable(model)

@@ -292,8 +292,10 @@ def trial_steps(spec: TrialSpec, fixtures: session.Fixtures) -> tuple[int, int]:
     """(max_steps, eval_steps) this trial trains with: budget.epochs and a fractional eval_steps turned
     into optimizer steps for its sampled batch size and accumulation (BudgetConfig.steps)."""
     t = spec.training
+    # GRPO's batch counts completions, num_generations per prompt: an epoch of prompts is that many more.
+    rows = len(fixtures.train) * (t.num_generations if spec.sweep.trainer == "grpo" else 1)
     return spec.sweep.budget.steps(
-        len(fixtures.train), t.per_device_train_batch_size, t.gradient_accumulation_steps, devices()
+        rows, t.per_device_train_batch_size, t.gradient_accumulation_steps, devices()
     )
 
 

@@ -224,3 +224,26 @@ def test_epochs_budget_on_the_tiny_model_runs_the_derived_steps(tmp_path):
     assert set(seen) == {4, 8} and seen[4] > seen[8]  # the same data: fewer steps with the larger batch
     frame = trials_frame(outcome.study).set_index("param_per_device_train_batch_size")
     assert frame.loc[8, "max_steps"] == seen[8] and frame.loc[4, "steps_run"] == seen[4]
+
+
+def test_status_shows_a_running_trials_own_steps(tmp_path):
+    """With epochs a trial reports by eval index; `sweep status` shows its step out of its own max_steps."""
+    from helpers import sweep
+
+    from harness.core import attrs
+    from harness.results import status
+    from harness.study import resume
+    from harness.study import storage as st
+
+    cfg = sweep(tmp_path, "budget.max_steps=null", "budget.epochs=0.5", "budget.eval_steps=0.25")
+    url = st.storage_url(cfg)
+    study = resume.open_study(cfg, st.open_storage(url), url)
+    trial = study.ask()
+    trial.set_user_attr(attrs.MAX_STEPS, 37)
+    trial.set_user_attr(attrs.EVAL_STEPS, 9)
+    trial.report(2.0, 1)
+    trial.report(1.5, 2)
+    view = status.collect(study)
+    assert view.max_steps is None and view.running[0].step == 18  # eval 2 x 9 steps
+    running = next(line for line in status.status_lines(study, url) if line.startswith("  running:"))
+    assert "step 18/37" in running

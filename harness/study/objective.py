@@ -69,10 +69,9 @@ class Objective:
                 rdb.set_user_attrs(trial, budget)
                 budget_recorded.append(True)
             # With budget.epochs (or eval_steps a fraction of an epoch) each trial has its own steps (its
-            # batch size), so trials are compared
-            # at the same eval index, i.e. the same share of an epoch seen when eval_steps is a fraction of
-            # one; by step, a batch-8 trial at step 10 would be judged against a batch-4 one that has seen
-            # half the rows. One number per rung is all Optuna's pruners take (sampler.make_pruner).
+            # batch size decides them), so trials are compared at the same eval index: the same share of an
+            # epoch seen when eval_steps is a fraction of one. By step, a batch-8 trial at step 10 would be
+            # judged against a batch-4 one that has seen half the rows (see sampler.make_pruner).
             at = extra.get(EVAL_INDEX, step) if cfg.budget.per_trial else step
             value = metrics.get(cfg.metric.name)
             if value is not None and math.isfinite(value) and prunable:

@@ -223,7 +223,7 @@ def test_epochs_budget_on_the_tiny_model_runs_the_derived_steps(tmp_path):
         seen[bs] = expected
     assert set(seen) == {4, 8} and seen[4] > seen[8]  # the same data: fewer steps with the larger batch
     frame = trials_frame(outcome.study).set_index("param_per_device_train_batch_size")
-    assert frame.loc[8, "max_steps"] == seen[8] and frame.loc[4, "steps_run"] == seen[4]
+    assert frame.loc[8, attrs.MAX_STEPS] == seen[8] and frame.loc[4, "steps_run"] == seen[4]
 
 
 def test_status_shows_a_running_trials_own_steps(tmp_path):

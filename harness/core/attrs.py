@@ -72,9 +72,11 @@ STEPS_RUN = "steps_run"  # train steps actually run
 DURATION_S = "duration_s"  # the recipe's own wall time, rounded to ms
 STOPPED_EARLY = "stopped_early"  # early stopping ended it
 PRUNED_AT = "pruned_at"  # the step a pruned trial stopped at (pruned trials only)
-MAX_STEPS = "max_steps"  # the optimizer steps it was budgeted: budget.max_steps, or derived from
+MAX_STEPS = "max_steps_used"  # the optimizer steps it was budgeted: budget.max_steps, or derived from
 # budget.epochs for its batch size (TrialResult.max_steps); also written at its first eval (objective)
-EVAL_STEPS = "eval_steps"  # the steps between its evals (derived when eval_steps is a fraction of an epoch)
+EVAL_STEPS = (
+    "eval_steps_used"  # the steps between its evals (derived when eval_steps is a fraction of an epoch)
+)
 TRAINED = "trained_on"  # what the adapter really covered: {lora_modules, base_layer} (TrialResult.trained)
 
 # Trial attrs: memory and GPU figures (harness.trial.monitor.record: live while it runs, final at the end)

@@ -72,6 +72,11 @@ STEPS_RUN = "steps_run"  # train steps actually run
 DURATION_S = "duration_s"  # the recipe's own wall time, rounded to ms
 STOPPED_EARLY = "stopped_early"  # early stopping ended it
 PRUNED_AT = "pruned_at"  # the step a pruned trial stopped at (pruned trials only)
+MAX_STEPS = "max_steps_used"  # the optimizer steps it was budgeted: budget.max_steps, or derived from
+# budget.epochs for its batch size (TrialResult.max_steps); also written at its first eval (objective)
+EVAL_STEPS = (
+    "eval_steps_used"  # the steps between its evals (derived when eval_steps is a fraction of an epoch)
+)
 TRAINED = "trained_on"  # what the adapter really covered: {lora_modules, base_layer} (TrialResult.trained)
 
 # Trial attrs: memory and GPU figures (harness.trial.monitor.record: live while it runs, final at the end)
@@ -182,6 +187,15 @@ def best_step(trial: Source) -> int | None:
 
 def steps_run(trial: Source) -> int | None:
     return _int(of(trial).get(STEPS_RUN))
+
+
+def max_steps(trial: Source) -> int | None:
+    """The steps a trial was budgeted (recorded from its first eval); None for a trial without."""
+    return _int(of(trial).get(MAX_STEPS))
+
+
+def eval_steps(trial: Source) -> int | None:
+    return _int(of(trial).get(EVAL_STEPS))
 
 
 def duration_s(trial: Source) -> float | None:

@@ -89,6 +89,11 @@ class TrialResult:
     before_metrics: dict[str, float] = field(default_factory=dict)
     """Generation metrics of the untrained base (adapter disabled) on the same rows as `metrics`
     (evaluation.compare_base); the per-row `prediction_before` is in `generations`."""
+    max_steps: int | None = None
+    """The optimizer steps the trial was budgeted (budget.max_steps, or derived from budget.epochs for
+    its batch size); None from a recipe that does not say."""
+    eval_steps: int | None = None
+    """The steps between its evals (budget.eval_steps, or derived from a fraction of an epoch)."""
     trained: dict[str, Any] = field(default_factory=dict)
     """What the adapter really trained, read from the model: `lora_modules` (the adapted modules' names
     within their block, sorted) and `base_layer` (the class of the base layers under the adapters, e.g.
@@ -116,6 +121,12 @@ class Measured:
 
 # on_eval(step, metrics) -> True to stop the trial now (pruned). The objective supplies it.
 OnEval = Callable[[int, dict[str, float]], bool]
+EVAL_INDEX = "eval_index"
+"""on_eval's metrics also carry, not as metrics: the eval's 1-based index (with budget.epochs the
+objective reports intermediate values by eval index, not by step) and the trial's budget in steps."""
+EVAL_MAX_STEPS = "trial_max_steps"
+EVAL_EVERY = "trial_eval_steps"
+NOT_METRICS = (EVAL_INDEX, EVAL_MAX_STEPS, EVAL_EVERY)
 
 
 class Recipe(Protocol):

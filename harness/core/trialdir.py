@@ -4,7 +4,7 @@ results/<study>/study.db       the default storage (SQLite), when the sweep file
 results/<study>/trial-0007/
   params.json          sampled params, the full training settings used and the base's quantization
                        (write_params); once trained, what the adapter really covered: lora_modules,
-                       base_layer (write_result)
+                       base_layer, and the steps it was budgeted: max_steps, eval_steps (write_result)
   metrics.json         state, value, best step, history, resources: written once, when the trial ends
   generations.jsonl    prompt, reference, prediction, per-row scores
   log.jsonl            training log lines and evals by step
@@ -145,12 +145,20 @@ def write_result(
     extra = {"resources": resources} if resources is not None else {}
     write_json(spec.output_dir / "metrics.json", {"state": state, **result.to_dict(), **extra})
     params = spec.output_dir / "params.json"
-    if result.trained and params.is_file():  # what was asked for, then what the model really had
-        write_json(params, {**read_json(params), **result.trained})
+    # What was asked for, then what the trial really had: adapted modules, and the steps it was budgeted.
+    used = {**result.trained, **{k: v for k, v in budget_used(result).items() if v is not None}}
+    if used and params.is_file():
+        write_json(params, {**read_json(params), **used})
     write_jsonl(spec.output_dir / "generations.jsonl", result.generations)
     write_jsonl(
         spec.output_dir / "log.jsonl", [*result.train_log, *({"eval": True, **h} for h in result.history)]
     )
+
+
+def budget_used(result: TrialResult) -> dict[str, int | None]:
+    """params.json's `max_steps` / `eval_steps`: the steps the trial trained with (derived per trial
+    from budget.epochs or a fractional eval_steps)."""
+    return {"max_steps": result.max_steps, "eval_steps": result.eval_steps}
 
 
 def write_failure(folder: Path, reason: str, **details: Any) -> None:

@@ -82,15 +82,22 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
     budget = attrs.config(study).get("budget") or {}
     trials = study.get_trials(deepcopy=False)
 
+    # budget.epochs (or a fractional eval_steps): trials report by eval index; the step is index x the
+    # trial's own eval_steps, recorded at its first eval with its max_steps.
+    per_trial = budget.get("epochs") is not None or isinstance(budget.get("eval_steps"), float)
     running = []
     for t in trials:
         if t.state != TrialState.RUNNING:
             continue
         steps = sorted(t.intermediate_values)
+        step = steps[-1] if steps else None
+        if per_trial and step is not None:
+            every, most = attrs.eval_steps(t), attrs.max_steps(t)
+            step = min(step * every, most) if every is not None and most is not None else None
         running.append(
             Running(
                 number=t.number,
-                step=steps[-1] if steps else None,
+                step=step,
                 value=t.intermediate_values[steps[-1]] if steps else None,
                 curve=[t.intermediate_values[s] for s in steps],
                 elapsed_s=(now - t.datetime_start).total_seconds() if t.datetime_start else None,
@@ -157,7 +164,8 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
     else:
         lines.append("  best: no complete trial yet")
     for r in view.running:
-        of = f"/{view.max_steps}" if view.max_steps else ""
+        most = attrs.max_steps(r.attrs) or view.max_steps  # the trial's own budget (epochs: its batch's)
+        of = f"/{most}" if most else ""
         step = f"step {r.step}{of}" if r.step is not None else "no eval yet"
         value = f"  {view.metric} {r.value:.4g}" if r.value is not None else ""
         on = f"  on {sv.worker_text(r.attrs)}" if sv.worker_text(r.attrs) else ""

@@ -143,7 +143,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     params = ordered(p for t in trials for p in t.params)
     metric_names = ordered(m for t in trials for m in attrs.metrics(t))
     trained = list(TRAINED_COLUMNS) if any(attrs.trained(t) for t in trials) else []
+    # budget.epochs: each trial's own step budget (its batch size decides it) next to the steps it ran.
+    budgeted = (
+        [attrs.MAX_STEPS] if (attrs.config(study).get("budget") or {}).get("epochs") is not None else []
+    )
     fixed = {
+        attrs.MAX_STEPS,
         "number",
         "state",
         "value",
@@ -171,6 +176,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         *(f"param_{p}" for p in params),
         *trained,
         *metric_cols.values(),
+        *budgeted,
         *STEP_COLUMNS,
         attrs.DURATION_S,
         *resources,
@@ -188,7 +194,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({f"param_{p}": t.params.get(p) for p in params})
         row.update(trained_cells(stored) if trained else {})
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
-        row.update({c: stored.get(c) for c in STEP_COLUMNS})
+        row.update({c: stored.get(c) for c in [*budgeted, *STEP_COLUMNS]})
         row[attrs.DURATION_S] = trial_duration(t)
         row.update({c: stored.get(c) for c in resources})
         row["worker"] = worker_text(stored)

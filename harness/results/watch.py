@@ -103,11 +103,8 @@ def render(view: View, interval: float | None = None) -> RenderableType:
         lines.append(Text("best  - (no complete trial yet)"))
 
     for r in view.running:
-        step = (
-            f"step {r.step}" + (f"/{view.max_steps}" if view.max_steps else "")
-            if r.step is not None
-            else "no eval yet"
-        )
+        most = attrs.max_steps(r.attrs) or view.max_steps  # the trial's own budget (budget.epochs)
+        step = f"step {r.step}" + (f"/{most}" if most else "") if r.step is not None else "no eval yet"
         value = f"{view.metric} {fmt(r.value)}" if r.value is not None else ""
         res = fmt_resources(r.attrs)
         worker = worker_text(r.attrs)

@@ -16,7 +16,16 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.core import attrs, trialdir
-from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
+from harness.core.spec import (
+    EVAL_EVERY,
+    EVAL_INDEX,
+    EVAL_MAX_STEPS,
+    NOT_METRICS,
+    OnEval,
+    Recipe,
+    TrialResult,
+    TrialSpec,
+)
 from harness.errors import TrialFailed
 from harness.study import failures, rdb, space
 from harness.sweepfile.schema import SweepConfig
@@ -51,11 +60,24 @@ class Objective:
         # (`sweep confirm`) is never pruned and does not feed the pruner's statistics.
         prunable = not cfg.multi_objective and attrs.REPEAT_OF not in trial.user_attrs
 
+        budget_recorded: list[bool] = []
+
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
+            extra = {k: int(metrics.pop(k)) for k in NOT_METRICS if k in metrics}
+            if EVAL_MAX_STEPS in extra and not budget_recorded:  # at the first eval, for `sweep status`
+                budget = {attrs.MAX_STEPS: extra[EVAL_MAX_STEPS], attrs.EVAL_STEPS: extra.get(EVAL_EVERY)}
+                rdb.set_user_attrs(trial, budget)
+                budget_recorded.append(True)
+            # With budget.epochs (or eval_steps a fraction of an epoch) each trial has its own steps (its
+            # batch size decides them), so trials are compared at the same eval index: the same share of an
+            # epoch seen when eval_steps is a fraction of one. By step, a batch-8 trial at step 10 would be
+            # judged against a batch-4 one that has seen half the rows (see sampler.make_pruner).
+            at = extra.get(EVAL_INDEX, step) if cfg.budget.per_trial else step
             value = metrics.get(cfg.metric.name)
             if value is not None and math.isfinite(value) and prunable:
-                trial.report(value, step)
-            self.progress("eval", {"trial": trial.number, "step": step, "metrics": metrics})
+                trial.report(value, at)
+            of = extra.get(EVAL_MAX_STEPS)
+            self.progress("eval", {"trial": trial.number, "step": step, "metrics": metrics, "max_steps": of})
             monitor.record(trial, usage.snapshot())  # live memory figures for `sweep watch`
             self.tracker.log_eval(step, metrics)
             return prunable and trial.should_prune()
@@ -218,6 +240,10 @@ def record(
         attrs.DURATION_S: round(result.duration_s, 3),
         attrs.STOPPED_EARLY: result.stopped_early,
     }
+    if result.max_steps is not None:
+        written[attrs.MAX_STEPS] = result.max_steps
+    if result.eval_steps is not None:
+        written[attrs.EVAL_STEPS] = result.eval_steps
     if result.before_metrics:
         written[attrs.BEFORE_METRICS] = {k: v for k, v in result.before_metrics.items() if math.isfinite(v)}
     if result.pruned:

@@ -190,7 +190,7 @@ def _single_value(spec: Any) -> Any:
 def promotion_spec(cfg: SweepConfig) -> TrialSpec:
     """The sweep's config with the `train:` budget in place of the per-trial one, as trial -1."""
     budget = cfg.budget.model_copy(
-        update={"max_steps": cfg.train.max_steps, "eval_steps": cfg.train.eval_steps}
+        update={"max_steps": cfg.train.max_steps, "eval_steps": cfg.train.eval_steps, "epochs": None}
     )
     full = cfg.model_copy(update={"budget": budget})
     out = Path(cfg.train.output_dir) if cfg.train.output_dir else cfg.study_dir / "promoted"

@@ -316,7 +316,8 @@ class ProgressPrinter:
             m = data["metrics"]
             value = m.get(name, math.nan)
             self.console.print(
-                f"{tag} step {data['step']:>4}/{self.cfg.budget.max_steps}  {name} {_fmt(value)}  "
+                f"{tag} step {data['step']:>4}/{data.get('max_steps') or self.cfg.budget.max_steps}  "
+                f"{name} {_fmt(value)}  "
                 f"best {_fmt(self.best) if self.best is not None else '-'}"
             )
         elif event in ("trial_end", "trial_pruned", "trial_fail"):

@@ -96,18 +96,29 @@ def keep_caches(old: optuna.samplers.BaseSampler, new: optuna.samplers.BaseSampl
 
 
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
-    """Intermediate values are reported at the training step, so resources are counted in steps."""
+    """Intermediate values are reported at the training step, so resources are counted in steps; except
+    when a trial's steps depend on its batch size (budget.epochs, or eval_steps a fraction of an epoch):
+    then they are reported by eval index (objective.on_eval) and resources are counted in evals.
+
+    Why evals and not "min_iter x the smallest eval interval the space can produce": Optuna's pruners
+    take one number per rung, and a rung in steps would compare a batch-8 trial with a batch-4 one that
+    has seen half the rows at the same step; an eval index is the same share of an epoch for every trial
+    (eval_steps a fraction of one), needs no train-row count before the data is loaded, and keeps min_iter
+    what its docs say: evals."""
     p, b = cfg.early_terminate, cfg.budget
     if p.type == "none" or cfg.multi_objective:  # Optuna cannot prune multi-objective trials
         return optuna.pruners.NopPruner()
+    every = 1 if b.per_trial else b.eval_steps  # one resource unit per eval (see above), else steps
+    assert isinstance(every, int)  # a fractional eval_steps is per_trial
     if p.type == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps * b.eval_steps
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps * every
         )
     if p.type == "hyperband":
+        # The longest trial: max_steps, or in evals the most an epochs budget can run ("auto": Optuna
+        # takes it from the first finished trial when it cannot be known before the data).
+        longest: int | str | None = b.max_evals() if b.per_trial else b.max_steps
         return optuna.pruners.HyperbandPruner(
-            min_resource=p.min_iter * b.eval_steps, max_resource=b.max_steps, reduction_factor=p.eta
+            min_resource=p.min_iter * every, max_resource=longest or "auto", reduction_factor=p.eta
         )
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=p.min_iter * b.eval_steps, reduction_factor=p.eta
-    )
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_iter * every, reduction_factor=p.eta)

@@ -111,8 +111,12 @@ def smoke_config(cfg: SweepConfig) -> SweepConfig:
             "budget": b.model_copy(
                 update={
                     "n_trials": SMOKE["n_trials"],
-                    "max_steps": min(b.max_steps, SMOKE["max_steps"]),
-                    "eval_steps": min(b.eval_steps, SMOKE["eval_steps"]),
+                    # A smoke run is a few steps whatever the budget's unit (steps or epochs).
+                    "max_steps": min(b.max_steps or SMOKE["max_steps"], SMOKE["max_steps"]),
+                    "epochs": None,
+                    "eval_steps": SMOKE["eval_steps"]
+                    if isinstance(b.eval_steps, float)
+                    else min(b.eval_steps, SMOKE["eval_steps"]),
                     "timeout_minutes": None,
                     "max_failures": 1,
                 }

@@ -200,7 +200,7 @@ def _print_collection(selected: list[Collected], deselected: int, console: Conso
         tags = f"  tags={','.join(c.tags)}" if c.tags else ""
         n_expect = len(c.expectations)
         console.print(
-            f"{item.path}  name={c.name}{tags}  trials={c.budget.n_trials}  max_steps={c.budget.max_steps}"
+            f"{item.path}  name={c.name}{tags}  trials={c.budget.n_trials}  {c.budget.unit_text}"
             f"  expectations={n_expect}",
             markup=False,
             highlight=False,

@@ -353,16 +353,87 @@ class MetricConfig(Strict):
     goal: Literal["minimize", "maximize"] = "minimize"
 
 
+DEFAULT_MAX_STEPS = 150
+
+
 class BudgetConfig(Strict):
     n_trials: int = Field(8, gt=0)
     """Trials in the whole study; re-running a finished study adds none."""
-    max_steps: int = Field(150, gt=0)
-    """Optimizer steps per trial (early stopping and pruning may end it sooner)."""
-    eval_steps: int = Field(25, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    """Optimizer steps per trial (early stopping and pruning may end it sooner). Give this or `epochs`,
+    not both; a file that gives neither trains 150 steps."""
+    epochs: float | None = Field(None, gt=0)
+    """The budget in passes over the train rows instead of steps (0.5 = half an epoch): a trial trains
+    ceil(epochs x train rows / (per_device_train_batch_size x gradient_accumulation_steps x devices))
+    optimizer steps, so configs with different batch sizes see the same data. The steps a trial really
+    used are in its params.json and user attrs (max_steps, eval_steps)."""
+    eval_steps: int | float = Field(25, gt=0)
+    """Steps between evals; a number below 1 is a fraction of one epoch of the trial, in its steps (at
+    least 1 step): 0.25 evaluates four times an epoch whatever the batch size."""
     timeout_minutes: float | None = Field(None, gt=0)
     """Stop starting new trials after this long (this run only)."""
     max_failures: int = Field(5, gt=0)
     """Stop the sweep after this many failed trials in a row."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_epochs(cls, data: Any) -> Any:
+        """Exactly one of max_steps / epochs; neither keeps the old default, so existing files stay valid."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("max_steps") is not None and data.get("epochs") is not None:
+            raise ValueError(
+                "max_steps and epochs are both given: budget a trial in steps (max_steps) or in passes "
+                "over the train rows (epochs), not both"
+            )
+        if data.get("max_steps") is None and data.get("epochs") is None:
+            data = {**data, "max_steps": DEFAULT_MAX_STEPS}
+        return data
+
+    @field_validator("eval_steps")
+    @classmethod
+    def _eval_steps_form(cls, v: int | float) -> int | float:
+        if isinstance(v, float):
+            if v.is_integer():
+                return int(v)  # 25.0 is 25 steps
+            if v > 1:
+                raise ValueError(
+                    f"eval_steps {v}: give whole steps (an int) or a fraction of an epoch below 1"
+                )
+        return v
+
+    @property
+    def unit_text(self) -> str:
+        """`max_steps=150` or `epochs=0.5`: the budget as the file gave it."""
+        return f"max_steps={self.max_steps}" if self.epochs is None else f"epochs={self.epochs:g}"
+
+    @property
+    def per_trial(self) -> bool:
+        """A trial's steps depend on its batch size (epochs, or eval_steps a fraction of an epoch): then
+        trials report to the pruner by eval index (harness.study.objective), not by step."""
+        return self.epochs is not None or isinstance(self.eval_steps, float)
+
+    def max_evals(self) -> int | None:
+        """The most evals a trial can run, known without the data only when both budget and interval are in
+        epochs (a last eval at max_steps off the interval counts one more); None otherwise."""
+        if self.epochs is None or not isinstance(self.eval_steps, float):
+            return None
+        return math.ceil(round(self.epochs / self.eval_steps, 9)) + 1
+
+    def steps(self, train_rows: int, batch: int, accumulation: int, devices: int = 1) -> tuple[int, int]:
+        """(max_steps, eval_steps) of one trial, in optimizer steps: `epochs` and a fractional eval_steps
+        become steps for this trial's batch (per device x accumulation x devices). Rounded to 9 places
+        before ceil/floor, so 0.02 x 1000 rows / 4 is 5 steps, not 6 from a float's last bit."""
+        per_step = batch * accumulation * devices
+        epoch = train_rows / per_step  # one epoch, in (fractional) optimizer steps
+        if self.max_steps is not None:
+            max_steps = self.max_steps
+        else:
+            assert self.epochs is not None  # _steps_or_epochs
+            max_steps = max(1, math.ceil(round(self.epochs * epoch, 9)))
+        if isinstance(self.eval_steps, float):
+            return max_steps, max(1, math.floor(round(self.eval_steps * epoch, 9)))
+        return max_steps, self.eval_steps
 
 
 class EarlyStoppingConfig(Strict):

@@ -307,7 +307,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 """harness's name -> the names people give it in their scripts, normalized: snake case,
-lower case (`normalize`). Tunable settings, then fixed ones (`epochs`: harness budgets in steps)."""
+lower case (`normalize`). Tunable settings, then fixed ones (`epochs`: budget.epochs, one value)."""
 
 _BY_ALIAS = {alias: target for target, aliases in ALIASES.items() for alias in aliases}
 

@@ -114,6 +114,8 @@ def finetune(
             train_log=loop.train_log,
             before_metrics=before_metrics,
             trained=trained,
+            max_steps=loop.max_steps,
+            eval_steps=loop.eval_steps,
         )
     finally:
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.

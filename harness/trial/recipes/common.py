@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from harness import compat
 from harness.core import trialdir
-from harness.core.spec import OnEval, TrialSpec
+from harness.core.spec import EVAL_EVERY, EVAL_INDEX, EVAL_MAX_STEPS, OnEval, TrialSpec
 from harness.errors import NonFiniteLoss
 from harness.sweepfile.schema import LOSS_METRICS, trainer_metrics
 from harness.trial import prepare, session
@@ -55,6 +55,7 @@ class EvalLoop(TrainerCallback):
         self.pruned = self.stopped_early = False
         self.trainer: Any = None  # set by finetune: checkpoints need the optimizer, scheduler and state
         self.checkpoint_dir = trialdir.checkpoint_dir(spec.output_dir) if spec.number >= 0 else None
+        self.max_steps, self.eval_steps = trial_steps(spec, fixtures)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -85,7 +86,7 @@ class EvalLoop(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
         step = state.global_step
-        if step % self.spec.sweep.budget.eval_steps and step < state.max_steps:
+        if step % self.eval_steps and step < state.max_steps:
             return
         metrics = self.measure(model, self.generate_each_eval)
         metrics["step"] = step
@@ -103,7 +104,9 @@ class EvalLoop(TrainerCallback):
         patience = self.spec.sweep.early_stopping.patience
         if patience and self.bad_evals >= patience and step < state.max_steps:  # at the end it is no stop
             self.stopped_early = control.should_training_stop = True
-        if self.on_eval(step, metrics):
+        # The eval's index rides along for the objective: with budget.epochs it reports by eval, not step.
+        extra = {EVAL_INDEX: len(self.history), EVAL_MAX_STEPS: self.max_steps, EVAL_EVERY: self.eval_steps}
+        if self.on_eval(step, {**metrics, **{k: float(v) for k, v in extra.items()}}):
             self.pruned = control.should_training_stop = True
         if self.checkpoint_dir is not None and self.trainer is not None and not control.should_training_stop:
             if step < state.max_steps:
@@ -279,14 +282,32 @@ def release(base: Any, peft_model: Any, forward: Any) -> None:
     base.eval()
 
 
-def training_args(spec: TrialSpec, cuda: bool) -> dict[str, Any]:
+def devices() -> int:
+    """Data-parallel ranks one optimizer step spans: the world size when torch.distributed runs, else 1."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def trial_steps(spec: TrialSpec, fixtures: session.Fixtures) -> tuple[int, int]:
+    """(max_steps, eval_steps) this trial trains with: budget.epochs and a fractional eval_steps turned
+    into optimizer steps for its sampled batch size and accumulation (BudgetConfig.steps)."""
+    t = spec.training
+    # GRPO's batch counts completions, num_generations per prompt: an epoch of prompts is that many more.
+    rows = len(fixtures.train) * (t.num_generations if spec.sweep.trainer == "grpo" else 1)
+    return spec.sweep.budget.steps(
+        rows, t.per_device_train_batch_size, t.gradient_accumulation_steps, devices()
+    )
+
+
+def training_args(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> dict[str, Any]:
     """The TrainingArguments every trainer's config shares: budget, optimizer, precision, no Trainer
     evals or saves (the eval loop does both), quiet logs, and the seeds."""
     t, s = spec.training, spec.sweep
     dtype = compute_dtype(s.model, cuda)
+    max_steps, eval_steps = trial_steps(spec, fixtures)
     return {
         "output_dir": str(spec.output_dir / "hf"),
-        "max_steps": s.budget.max_steps,
+        "max_steps": max_steps,
         "per_device_train_batch_size": t.per_device_train_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "learning_rate": t.learning_rate,
@@ -301,7 +322,7 @@ def training_args(spec: TrialSpec, cuda: bool) -> dict[str, Any]:
         "use_cpu": not cuda,
         "eval_strategy": "no",
         "save_strategy": "no",
-        "logging_steps": max(1, min(10, s.budget.eval_steps)),
+        "logging_steps": max(1, min(10, eval_steps)),
         "report_to": "none",
         "disable_tqdm": True,
         "log_level": "error",

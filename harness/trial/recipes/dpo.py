@@ -27,12 +27,12 @@ METRICS = {
 DEFAULT_BETA = 0.1  # trl's
 
 
-def dpo_config(spec: TrialSpec, cuda: bool) -> Any:
+def dpo_config(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> Any:
     from trl import DPOConfig
 
     t, s = spec.training, spec.sweep
     return DPOConfig(
-        **training_args(spec, cuda),
+        **training_args(spec, fixtures, cuda),
         beta=DEFAULT_BETA if t.beta is None else t.beta,
         loss_type=[t.loss_type],
         max_length=t.max_seq_length,
@@ -49,7 +49,7 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
 
     return DPOTrainer(
         model=fixtures.model,
-        args=dpo_config(spec, fixtures.device == "cuda"),
+        args=dpo_config(spec, fixtures, fixtures.device == "cuda"),
         train_dataset=fixtures.train.select_columns(PAIR),
         eval_dataset=Dataset.from_list([{k: r[k] for k in PAIR} for r in fixtures.eval_rows]),
         processing_class=fixtures.tokenizer,

@@ -29,12 +29,12 @@ from harness.trial.tokens import encode_prompts
 DEFAULT_BETA = 0.0  # trl's: no reference forward unless asked
 
 
-def grpo_config(spec: TrialSpec, cuda: bool) -> Any:
+def grpo_config(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> Any:
     from trl import GRPOConfig
 
     t = spec.training
     return GRPOConfig(
-        **training_args(spec, cuda),
+        **training_args(spec, fixtures, cuda),
         num_generations=t.num_generations,
         temperature=t.temperature,
         beta=DEFAULT_BETA if t.beta is None else t.beta,
@@ -60,7 +60,7 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
     return GRPOTrainer(
         model=fixtures.model,
         reward_funcs=list[Any](reward_functions(spec)),
-        args=grpo_config(spec, fixtures.device == "cuda"),
+        args=grpo_config(spec, fixtures, fixtures.device == "cuda"),
         train_dataset=train,
         processing_class=fixtures.tokenizer,
         # trl wraps the base: the reference is the base, adapter disabled

@@ -18,7 +18,7 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
     model = get_peft_model(fixtures.model, lora_config(spec, fixtures.model))
     return SFTTrainer(
         model=model,
-        args=sft_config(spec, fixtures.device == "cuda"),
+        args=sft_config(spec, fixtures, fixtures.device == "cuda"),
         train_dataset=fixtures.train,
         processing_class=fixtures.tokenizer,
         callbacks=callbacks,
@@ -29,12 +29,12 @@ def measure(trainer: Any, fixtures: session.Fixtures, spec: TrialSpec) -> Measur
     return lambda model, generate: evaluate(model, fixtures, spec, generate)[0]
 
 
-def sft_config(spec: TrialSpec, cuda: bool) -> Any:
+def sft_config(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> Any:
     from trl import SFTConfig
 
     t = spec.training
     return SFTConfig(
-        **training_args(spec, cuda),
+        **training_args(spec, fixtures, cuda),
         max_length=t.max_seq_length,
         completion_only_loss=t.completion_only_loss,
         # fixtures already tokenized and labelled the data once for all trials

@@ -419,6 +419,25 @@ def test_a_zero_byte_study_db_being_created_by_another_worker_is_waited_for(tmp_
     assert path.read_bytes()[:16] == st.SQLITE_HEADER
 
 
+def test_a_journal_line_being_appended_by_another_worker_is_waited_for(tmp_path):
+    """A worker may look at the journal while another one's append is half written: that one completes."""
+    import threading
+
+    from harness.study import storage as st
+
+    path = tmp_path / "study.log"
+    path.write_text('{"op_code": 0, "study_name": "x", "directions": [1]}\n{"op_code": 4')
+
+    def finish_the_line() -> None:
+        with path.open("a") as f:
+            f.write(', "study_id": 0}\n')
+
+    timer = threading.Timer(0.2, finish_the_line)
+    timer.start()
+    st.check_journal_end(path)  # waits for the line to end instead of refusing
+    timer.join()
+
+
 def test_checked_model_folder_is_the_real_one(tmp_path):
     """The shipped base passes the model-folder checks it is held to (they must not refuse a good model)."""
     from harness.trial.base import check_model_folder

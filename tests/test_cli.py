@@ -21,7 +21,16 @@ def verbs() -> list[str]:
 def test_the_verbs_are_the_documented_ones():
     assert verbs() == sorted(
         [
-            "run", "status", "list", "report", "compare", "confirm", "best", "train", "watch", "dashboard",
+            "run",
+            "status",
+            "list",
+            "report",
+            "compare",
+            "confirm",
+            "best",
+            "train",
+            "watch",
+            "dashboard",
             "convert",
         ]  # fmt: skip
     )

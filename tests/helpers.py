@@ -29,6 +29,16 @@ TINY = [
     "early_terminate.type=none",
     "early_stopping.patience=0",
 ]
+# The DPO/GRPO recipes' smallest budgets (tests/test_trainers.py, tests/test_bad_rows.py).
+DPO_TINY = [
+    "budget.max_steps=12",
+    "budget.eval_steps=4",
+    "dataset.max_train_rows=200",
+    "dataset.max_eval_rows=32",
+    "evaluation.samples=8",
+    "early_terminate.type=none",
+    "early_stopping.patience=0",
+]
 
 
 def sweep(tmp_path: Path, *overrides: str):

@@ -13,25 +13,13 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-from helpers import ROOT, FakeRecipe, sweep
+from helpers import DPO_TINY, ROOT, FakeRecipe, sweep
 
 from harness.cli import main
 from harness.core import attrs, badrows
 from harness.errors import DataError
 from harness.sweepfile.load import load_sweep
 from harness.trial.datasets import load_splits
-
-# tests/test_trainers.py's DPO budgets (test modules do not import each other), one trial.
-DPO_TINY = [
-    "budget.n_trials=1",
-    "budget.max_steps=12",
-    "budget.eval_steps=4",
-    "dataset.max_train_rows=200",
-    "dataset.max_eval_rows=32",
-    "evaluation.samples=8",
-    "early_terminate.type=none",
-    "early_stopping.patience=0",
-]
 
 TOPICS = [
     (
@@ -78,6 +66,7 @@ def dpo_argv(data: Path, results: Path, *extra: str) -> list[str]:
         f"dataset.source={data}",
         f"results_dir={results}",
         "expect={}",
+        "budget.n_trials=1",
         *DPO_TINY,
         *extra,
     ]

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import DPO_TINY, ROOT
 from optuna.trial import TrialState
 
 from harness.core import trialdir
@@ -21,15 +21,6 @@ from harness.tasks import rewards
 from harness.trial import formats, session
 from harness.trial.recipe import finetune, fresh_adapter_metrics
 
-DPO_TINY = [
-    "budget.max_steps=12",
-    "budget.eval_steps=4",
-    "dataset.max_train_rows=200",
-    "dataset.max_eval_rows=32",
-    "evaluation.samples=8",
-    "early_terminate.type=none",
-    "early_stopping.patience=0",
-]
 GRPO_TINY = [*DPO_TINY, "budget.max_steps=8", "dataset.max_eval_rows=16", "training.max_completion_length=6"]
 
 

@@ -8,6 +8,9 @@ modules import from here, never from each other.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -188,3 +191,30 @@ parallel_recipe = FakeRecipe(base=1.0, lr_weight=0.0, rendezvous=2, pause_s=0.05
 helpers:parallel_recipe`): each of two workers takes part in the first trials (rendezvous)."""
 slow_recipe = FakeRecipe(base=1.0, lr_weight=0.0, rendezvous=2, pause_s=0.5)
 """The same, half a second before each eval: a worker can be killed mid-trial at an eval line."""
+
+
+def sweep_cli(
+    argv: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    path: tuple[Path, ...] = (),
+    timeout: int = 180,
+) -> subprocess.CompletedProcess[str]:
+    """`sweep ARGV` as a user runs it: a fresh process in `cwd` (one torch thread), harness importable from
+    the checkout and `path` (a test's own modules), `env` on top of this process's environment."""
+    full = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, path)]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *argv],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

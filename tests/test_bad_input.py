@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY, fake_recipe
+from helpers import ROOT, TINY, fake_recipe, sweep_cli
 
 from harness.cli import main
 
@@ -225,15 +223,7 @@ def test_bad_input_in_process(case, tmp_path, monkeypatch, capsys):
 def test_bad_input_end_to_end(case, tmp_path):
     argv = setup(tmp_path, case)
     before = snapshot(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = sweep_cli(argv, tmp_path, timeout=120)
     err = "\n".join(line for line in proc.stderr.splitlines() if _ours(line))
     check(
         case, proc.returncode, proc.stderr if "Traceback" in proc.stderr else err, before, snapshot(tmp_path)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, sweep_cli
 
 from harness.cli import main
 
@@ -360,21 +358,7 @@ def test_each_kind_is_one_message_and_exit_2(case, tmp_path, monkeypatch, capsys
 def test_each_kind_end_to_end(case, tmp_path):
     argv = setup(tmp_path, case)
     before = snapshot(tmp_path)
-    env = {
-        **os.environ,
-        **case.env,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = sweep_cli(argv, tmp_path, env=case.env, path=(tmp_path,))
     ours = "\n".join(line for line in proc.stderr.splitlines() if _ours(line))
     err = proc.stderr if "Traceback" in proc.stderr else ours
     check(case, proc.returncode, proc.stdout, err, before, snapshot(tmp_path))

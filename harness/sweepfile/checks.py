@@ -9,6 +9,7 @@ grid is counted from the ParamSpecs, as harness.study.space.grid will enumerate 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,7 @@ def space_problems(cfg: SweepConfig) -> list[str]:
             out.append(f"  - parameters.{name}: {_big(big[0])}")
     if cfg.method == "grid" and not out:
         out += _grid(cfg.parameters)
-    return out
+    return out + _backend(cfg)
 
 
 def check(cfg: SweepConfig) -> None:
@@ -159,6 +160,32 @@ def _callables(cfg: SweepConfig) -> list[str]:
             check_callable_spec(spec, what)
         except ConfigError as e:
             out.append(f"  - {key}: {e}")
+    return out
+
+
+UNSLOTH_QUANTIZATION = ("nf4", "int8", "none")
+"""What Unsloth's FastLanguageModel loads: load_in_4bit (NF4), load_in_8bit, or the compute dtype."""
+
+
+def _backend(cfg: SweepConfig) -> list[str]:
+    """model.backend unsloth: its package installed here and a quantization it loads, every one the search
+    space can sample. (Its CUDA GPU is checked where torch is: harness.trial.base.check_backend.)"""
+    if cfg.model.backend != "unsloth":
+        return []
+    out = []
+    if importlib.util.find_spec("unsloth") is None:  # finds the package without importing it
+        out.append(
+            "  - model.backend: unsloth is not installed here; install it with "
+            "pip install 'harness[unsloth]' (it needs a CUDA GPU), or use backend: transformers"
+        )
+    searched = cfg.parameters.get("quantization")
+    kinds = {cfg.model.quantization, *(searched.candidates() if searched is not None else ())}
+    bad = sorted(str(k) for k in kinds if k not in UNSLOTH_QUANTIZATION)
+    if bad:
+        out.append(
+            f"  - model.quantization {', '.join(bad)}: Unsloth loads {', '.join(UNSLOTH_QUANTIZATION)}; "
+            "use one of those, or backend: transformers"
+        )
     return out
 
 

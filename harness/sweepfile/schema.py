@@ -109,6 +109,10 @@ class ModelConfig(Strict):
     """dtype of the 4-bit matmuls; `auto` = bfloat16 on a GPU that supports it, else float32."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel; `auto` lets transformers choose (sdpa where available)."""
+    backend: Literal["transformers", "unsloth"] = "transformers"
+    """How the base is loaded and its LoRA adapter wrapped: `transformers` (+ peft, bitsandbytes), or
+    `unsloth` (`pip install 'harness[unsloth]'`; its FastLanguageModel and fused LoRA kernels, one CUDA GPU;
+    quantization nf4, int8 or none)."""
     max_cached_bases: int = Field(2, ge=1)
     """Loaded bases a worker keeps at once when `quantization` is searched (one per kind); loading another
     first drops the least recently used. 1 holds the least memory and reloads on every change of kind."""

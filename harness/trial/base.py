@@ -29,6 +29,16 @@ def compute_dtype(model_cfg: ModelConfig, cuda: bool | None = None) -> torch.dty
     return torch.float32  # CPU: bf16 matmuls are slow or unsupported on many CPUs
 
 
+def check_backend(model_cfg: ModelConfig) -> None:
+    """Unsloth trains on one CUDA GPU only: refused before the data or base is loaded, never mid-trial
+    (its package and quantization were checked with the sweep file: sweepfile.checks)."""
+    if model_cfg.backend == "unsloth" and not torch.cuda.is_available():
+        raise ConfigError(
+            "model.backend unsloth needs a CUDA GPU and this machine has none (torch.cuda.is_available() "
+            "is False); use model.backend: transformers here"
+        )
+
+
 def quantization_config(model_cfg: ModelConfig, dtype: torch.dtype) -> Any | None:
     from transformers import BitsAndBytesConfig
 
@@ -197,6 +207,8 @@ def base_model(
         "dtype": dtype,
         "device_map": {"": 0} if cuda else "cpu",
     }
+    if model_cfg.backend == "unsloth":
+        return unsloth_base(model_cfg, model_path, dtype, gradient_checkpointing)
     quant = quantization_config(model_cfg, dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -218,6 +230,28 @@ def base_model(
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
     model.config.use_cache = False  # training; generation turns it on per call
+    return model
+
+
+def unsloth_base(model_cfg: ModelConfig, model_path: str, dtype: torch.dtype, gc: bool) -> Any:
+    """The base through Unsloth's FastLanguageModel (its patched attention, RoPE and cross-entropy); it
+    prepares k-bit training and gradient checkpointing itself. Imported only here: Unsloth patches
+    transformers and trl on import and refuses to import without CUDA (check_backend ran before)."""
+    from unsloth import FastLanguageModel
+
+    try:
+        model, _ = FastLanguageModel.from_pretrained(
+            model_name=model_path,
+            dtype=dtype,
+            load_in_4bit=model_cfg.quantization == "nf4",
+            load_in_8bit=model_cfg.quantization == "int8",
+            revision=model_cfg.revision,
+            trust_remote_code=model_cfg.trust_remote_code,
+            use_gradient_checkpointing="unsloth" if gc else False,
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise cannot_load(model_cfg, "base model (Unsloth)", e) from e
+    model.config.use_cache = False
     return model
 
 

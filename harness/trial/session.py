@@ -35,6 +35,7 @@ def get(sweep: SweepConfig, model: ModelConfig | None = None) -> Fixtures:
     """All session fixtures for a sweep; cheap after the first call with the same model and data. `model`:
     the base's settings when they are not the sweep's (a sampled quantization); tokenizer and data are
     the sweep's either way."""
+    base.check_backend(sweep.model)
     path = base.resolve_model_path(sweep.model, sweep.source_path)
     model_key = {"model": sweep.model.model_dump(mode="json", exclude={"max_cached_bases"}), "path": path}
     tok = base.tokenizer(model_key, sweep.model, path)

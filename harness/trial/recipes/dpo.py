@@ -13,7 +13,7 @@ from typing import Any
 from harness.core.spec import TrialSpec
 from harness.trial import session
 from harness.trial.recipes.common import Measure, score, training_args
-from harness.trial.recipes.lora import lora_config
+from harness.trial.recipes.lora import adapt, lora_config
 
 PAIR = ["prompt", "chosen", "rejected"]
 # trl's eval log names -> ours (harness metric names have no '/').
@@ -47,14 +47,15 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
     from datasets import Dataset
     from trl import DPOTrainer
 
+    wrapped = adapt(spec, fixtures.model)  # model.backend unsloth: Unsloth's own LoRA
     return DPOTrainer(
-        model=fixtures.model,
+        model=wrapped or fixtures.model,
         args=dpo_config(spec, fixtures, fixtures.device == "cuda"),
         train_dataset=fixtures.train.select_columns(PAIR),
         eval_dataset=Dataset.from_list([{k: r[k] for k in PAIR} for r in fixtures.eval_rows]),
         processing_class=fixtures.tokenizer,
         # trl wraps the base: the reference is the base, adapter disabled
-        peft_config=lora_config(spec, fixtures.model),
+        peft_config=None if wrapped is not None else lora_config(spec, fixtures.model),
         callbacks=callbacks,
     )
 

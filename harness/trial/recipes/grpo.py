@@ -23,7 +23,7 @@ from harness.tasks import rewards
 from harness.trial import session
 from harness.trial.evaluation import generate_ids
 from harness.trial.recipes.common import Measure, score, training_args
-from harness.trial.recipes.lora import lora_config
+from harness.trial.recipes.lora import adapt, lora_config
 from harness.trial.tokens import encode_prompts
 
 DEFAULT_BETA = 0.0  # trl's: no reference forward unless asked
@@ -57,14 +57,15 @@ def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> 
     train = fixtures.train
     if "completion" in train.column_names:  # a reference answer is for our eval, not a prompt column
         train = train.remove_columns("completion")
+    wrapped = adapt(spec, fixtures.model)  # model.backend unsloth: Unsloth's own LoRA
     return GRPOTrainer(
-        model=fixtures.model,
+        model=wrapped or fixtures.model,
         reward_funcs=list[Any](reward_functions(spec)),
         args=grpo_config(spec, fixtures, fixtures.device == "cuda"),
         train_dataset=train,
         processing_class=fixtures.tokenizer,
         # trl wraps the base: the reference is the base, adapter disabled
-        peft_config=lora_config(spec, fixtures.model),
+        peft_config=None if wrapped is not None else lora_config(spec, fixtures.model),
         callbacks=callbacks,
     )
 

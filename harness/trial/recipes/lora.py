@@ -15,6 +15,7 @@ from harness.core.spec import TrialSpec
 from harness.errors import ConfigError, problems_error
 from harness.sweepfile import levers
 from harness.sweepfile.schema import TARGET_PRESETS, SweepConfig
+from harness.trial.base import use_gradient_checkpointing
 
 
 def layers(model: Any) -> tuple[list[str], list[str]]:
@@ -80,6 +81,33 @@ def lora_config(spec: TrialSpec, model: Any) -> Any:
         use_rslora=t.use_rslora,  # scaling alpha/sqrt(r) instead of alpha/r
         bias="none",
         task_type="CAUSAL_LM",
+    )
+
+
+def adapt(spec: TrialSpec, base: Any) -> Any | None:
+    """model.backend unsloth: the base wrapped in the trial's LoRA by Unsloth's own get_peft_model (its
+    fused LoRA kernels), given to the Trainer as the model (no peft_config). None for transformers: each
+    trainer wraps the base with peft as before. Unsloth names layers, not paths: a preset or all-linear
+    becomes the last names of the layers it selects (`q_proj`; the presets span every block)."""
+    if spec.model.backend != "unsloth":
+        return None
+    from unsloth import FastLanguageModel
+
+    t = spec.training
+    choice = target_modules(base, t.target_modules)
+    paths = layers(base)[0] if choice == "all-linear" else choice
+    names = sorted({path.rsplit(".", 1)[-1] for path in paths})  # `q_proj`, as Unsloth's checks want
+    return FastLanguageModel.get_peft_model(
+        base,
+        r=t.r,
+        target_modules=names,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        bias="none",
+        use_gradient_checkpointing="unsloth" if use_gradient_checkpointing(t) else False,
+        random_state=spec.seed,
+        use_rslora=t.use_rslora,
+        max_seq_length=t.max_seq_length,
     )
 
 

@@ -8,14 +8,14 @@ from typing import Any
 from harness.core.spec import TrialSpec
 from harness.trial import session
 from harness.trial.recipes.common import Measure, evaluate, training_args
-from harness.trial.recipes.lora import lora_config
+from harness.trial.recipes.lora import adapt, lora_config
 
 
 def build(spec: TrialSpec, fixtures: session.Fixtures, callbacks: list[Any]) -> Any:
     from peft import get_peft_model
     from trl import SFTTrainer
 
-    model = get_peft_model(fixtures.model, lora_config(spec, fixtures.model))
+    model = adapt(spec, fixtures.model) or get_peft_model(fixtures.model, lora_config(spec, fixtures.model))
     return SFTTrainer(
         model=model,
         args=sft_config(spec, fixtures, fixtures.device == "cuda"),

@@ -34,7 +34,8 @@ def verdict(summary: AuditSummary, metric: str) -> str:
         top = max((a for a in summary.audited if a.margin is not None), key=lambda a: a.margin or 0.0)
         return (
             f"{head}: pruning regret {summary.regret:.6g} {metric} (trial {top.pruned}, audited as trial "
-            f"{top.audit}); the pruner cut a better config: raise early_terminate.min_iter"
+            f"{top.audit}); the pruner cut a better config: prune later (early_terminate.min_iter, or "
+            "n_warmup_steps for median)"
         )
     return f"{head}: pruning regret 0, the pruner cut nothing better"
 

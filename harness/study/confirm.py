@@ -33,7 +33,6 @@ re-trained to the full budget, as trials of the same study:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,7 +322,7 @@ def run_audit(
         console.print(f"  trial {t.number} (pruned at step {attrs.steps_run(t)}): {how}")
     ran = run_queued(cfg, study, waiting, recipe, console, recovered)
     summary = ranking.audit_summary(study)
-    study.set_user_attr(attrs.PRUNING_AUDIT, dataclasses.asdict(summary))
+    study.set_user_attr(attrs.PRUNING_AUDIT, summary.to_json())
     seconds = time.perf_counter() - start
     return AuditOutcome(study, [t.number for t in chosen], len(to_add), ran, seconds, summary, recovered)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -162,6 +165,10 @@ class AuditSummary:
     audited: tuple[Audited, ...]
     beaten: int  # audits better than the sweep's best
     regret: float  # how much better the best audit is than the sweep's best; 0 when none is
+
+    def to_json(self) -> dict[str, Any]:
+        """As stored on the study (user attr pruning_audit): plain JSON, lists for tuples."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def audit_summary(study: optuna.Study) -> AuditSummary:

@@ -110,8 +110,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         metavar="K",
-        help="how many (default 2): those ranked highest among "
-        "the trials that reached the step each was cut at; from a kept checkpoint, else step 0",
+        help="how many pruned trials (default 2): those that "
+        "were no worse than the largest share of the trials that reached the step each was cut at; each "
+        "continues from its checkpoint if kept (early_terminate.keep_pruned_checkpoints), else from step 0",
     )
     best = study_verb("best", "the winning config; --export writes a standalone training file")
     best.add_argument(

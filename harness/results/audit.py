@@ -5,13 +5,16 @@ from the trials (ranking.audit_summary), never read back from the stored copy.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import optuna
 import pandas as pd
 
-from harness.results import plots
 from harness.study import ranking
 from harness.study.ranking import AuditSummary
+
+if TYPE_CHECKING:
+    from harness.results.plots import Section
 
 TITLE = "Pruning audit (sweep audit)"
 
@@ -82,7 +85,9 @@ def markdown(study: optuna.Study, md_table: Callable[[pd.DataFrame], str]) -> li
     return [f"## {TITLE}", "", verdict(summary, metric), "", md_table(frame(summary, metric)), ""]
 
 
-def sections(study: optuna.Study) -> list[plots.Section]:
+def sections(study: optuna.Study) -> list[Section]:
+    from harness.results import plots  # plotly: only the HTML report pays for it, not `sweep audit`
+
     summary = ranking.audit_summary(study)
     if not summary.audited:
         return []

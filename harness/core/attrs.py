@@ -60,9 +60,7 @@ SEED = "seed"  # the training seed; objective.retry_spec on every trial, enqueue
 DATA_SEED = "data_seed"  # the data-order seed of a seed repeat; confirm.owed enqueues it
 REPEAT_OF = "repeat_of"  # a seed repeat's original trial number (`sweep confirm`); confirm.owed enqueues it
 REPEAT_INDEX = "repeat_index"  # which repeat of that config, 1..S; confirm.owed enqueues it
-AUDIT_OF = (
-    "audit_of"  # the pruned trial an audit re-trains to the full budget (`sweep audit`); confirm enqueues
-)
+AUDIT_OF = "audit_of"  # the pruned trial an audit re-trains fully (`sweep audit`); confirm enqueues it
 RETRY_OF = "retry_of"  # the interrupted trial a retry re-runs; failures.retry_attrs enqueues it
 RESUME_FROM = "resume_from"  # the checkpoint folder a retry (failures.retry_attrs) or an audit
 # (confirm.audits_owed: the pruned trial's kept checkpoint) resumes from, or None

@@ -103,12 +103,8 @@ class Objective:
                 trial.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
                 failures.requeue(trial.study, trial.number, params, trial.user_attrs)
             else:
-                cleanup(
-                    spec,
-                    keep_own=result is not None
-                    and result.pruned
-                    and cfg.early_terminate.keep_pruned_checkpoints,
-                )
+                pruned = result is not None and result.pruned
+                cleanup(spec, keep_own=pruned and cfg.early_terminate.keep_pruned_checkpoints)
             if failed is not None:
                 reason = trial.user_attrs[attrs.FAIL_REASON]
                 trialdir.write_failure(folder, reason, traceback=failed, resources=resources)

@@ -317,7 +317,7 @@ def run_audit(
         how = (
             f"from its checkpoint at step {kept[1]}"
             if kept
-            else "from step 0 (no checkpoint kept: with early_terminate.keep_pruned_checkpoints on, audits continue)"
+            else "from step 0 (no checkpoint kept; early_terminate.keep_pruned_checkpoints keeps one)"
         )
         console.print(f"  trial {t.number} (pruned at step {attrs.steps_run(t)}): {how}")
     ran = run_queued(cfg, study, waiting, recipe, console, recovered)

@@ -104,6 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     confirm.add_argument(
         "--test", action="store_true", help="also score each repeat on the held-out test split (test_*)"
     )
+    audit = study_verb("audit", "re-train the most promising pruned trials fully: would one have won?")
+    audit.add_argument(
+        "--pruned",
+        type=int,
+        default=2,
+        metavar="K",
+        help="how many pruned trials (default 2): those that "
+        "were no worse than the largest share of the trials that reached the step each was cut at; each "
+        "continues from its checkpoint if kept (early_terminate.keep_pruned_checkpoints), else from step 0",
+    )
     best = study_verb("best", "the winning config; --export writes a standalone training file")
     best.add_argument(
         "--export", metavar="FILE", help="write the best config as a sweep file for `sweep train`"
@@ -239,6 +249,12 @@ def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
     )
 
 
+def cmd_audit(args: argparse.Namespace, console: Console) -> int:
+    from harness.suite import confirm
+
+    return confirm.audit_target(args.study, args.pruned, args.results_dir or "results", args.storage, console)
+
+
 def cmd_best(args: argparse.Namespace, console: Console) -> int:
     from harness.study import promote
 
@@ -323,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report,
         "compare": cmd_compare,
         "confirm": cmd_confirm,
+        "audit": cmd_audit,
         "best": cmd_best,
         "train": cmd_train,
         "watch": cmd_watch,

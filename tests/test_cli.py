@@ -27,6 +27,7 @@ def test_the_verbs_are_the_documented_ones():
             "report",
             "compare",
             "confirm",
+            "audit",
             "best",
             "train",
             "watch",

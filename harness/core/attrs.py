@@ -39,6 +39,8 @@ PROVENANCE = "provenance"  # content hashes of base, tokenizer and data (harness
 DATA_LENGTHS = "data_lengths"  # how the rows fit max_seq_length per split (harness.core.lengths); every run
 DROPPED_ROWS = "dropped_rows"  # bad rows left out (dataset.bad_rows: drop; harness.core.badrows); a run
 # that dropped some, or that finds it already there
+PRUNING_AUDIT = "pruning_audit"  # the last `sweep audit`'s regret figures (confirm.run_audit; recomputable
+# from the trials: ranking.audit_summary)
 BASELINE_METRICS = "baseline_metrics"  # the untrained base's metrics; run.measure_baseline, once
 TASK_BASELINES = "task_baselines"  # baseline name -> its metrics (harness.tasks.baselines); run, once
 
@@ -58,8 +60,11 @@ SEED = "seed"  # the training seed; objective.retry_spec on every trial, enqueue
 DATA_SEED = "data_seed"  # the data-order seed of a seed repeat; confirm.owed enqueues it
 REPEAT_OF = "repeat_of"  # a seed repeat's original trial number (`sweep confirm`); confirm.owed enqueues it
 REPEAT_INDEX = "repeat_index"  # which repeat of that config, 1..S; confirm.owed enqueues it
+AUDIT_OF = "audit_of"  # the pruned trial an audit re-trains fully (`sweep audit`); confirm enqueues it
 RETRY_OF = "retry_of"  # the interrupted trial a retry re-runs; failures.retry_attrs enqueues it
-RESUME_FROM = "resume_from"  # the checkpoint folder a retry resumes from, or None; failures.retry_attrs
+RESUME_FROM = "resume_from"  # the checkpoint folder a retry (failures.retry_attrs) or an audit
+# (confirm.audits_owed: the pruned trial's kept checkpoint) resumes from, or None
+RESUMED_AT = "resumed_at_step"  # the step of the checkpoint a trial resumed from; objective.retry_spec
 RESTARTED = "restarted"  # why a retry trained from step 0 (checkpoint not reachable); objective.retry_spec
 FAIL_REASON = "fail_reason"  # why a FAIL trial failed ("interrupted": retried); objective, failures, confirm
 OOM_RETRY = "oom_retry"  # the smaller batch an out-of-memory trial was retried with; objective.run_recipe
@@ -213,6 +218,20 @@ def data_seed(trial: Source) -> int | None:
 def repeat_of(trial: Source) -> int | None:
     """The original trial's number for a seed repeat; None for a trial the sampler chose."""
     return _int(of(trial).get(REPEAT_OF))
+
+
+def audit_of(trial: Source) -> int | None:
+    """The pruned trial's number for an audit (`sweep audit`); None for any other trial."""
+    return _int(of(trial).get(AUDIT_OF))
+
+
+def resumed_at(trial: Source) -> int | None:
+    """The step a trial's training started at when it resumed from a checkpoint; None from step 0."""
+    return _int(of(trial).get(RESUMED_AT))
+
+
+def pruning_audit(study: Source) -> dict[str, Any]:
+    return _dict(of(study).get(PRUNING_AUDIT))
 
 
 def repeat_index(trial: Source) -> int | None:

@@ -160,6 +160,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         attrs.FAIL_REASON,
         *noise.COLUMNS,
         attrs.REPEAT_OF,
+        attrs.AUDIT_OF,
     }
     # A custom metric called e.g. "value" must not overwrite the objective column.
     metric_cols = {m: (f"metric_{m}" if m in fixed or m.startswith("param_") else m) for m in metric_names}
@@ -173,6 +174,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         "value",
         *noise.COLUMNS,
         attrs.REPEAT_OF,
+        attrs.AUDIT_OF,
         *(f"param_{p}" for p in params),
         *trained,
         *metric_cols.values(),
@@ -191,6 +193,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         stats = confirmed.get(t.number)
         row.update(stats.columns() if stats else dict.fromkeys(noise.COLUMNS))
         row[attrs.REPEAT_OF] = attrs.repeat_of(stored)
+        row[attrs.AUDIT_OF] = attrs.audit_of(stored)
         row.update({f"param_{p}": t.params.get(p) for p in params})
         row.update(trained_cells(stored) if trained else {})
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
@@ -233,7 +236,7 @@ def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources
         {"number": "int64", "state": "str", "value": "float64", "worker": "str", attrs.FAIL_REASON: "str"}
     )
     frame = frame.astype({c: "str" for c in TRAINED_COLUMNS if c in frame.columns})
-    frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", attrs.REPEAT_OF)})
+    frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", attrs.REPEAT_OF, attrs.AUDIT_OF)})
     frame = frame.astype({c: "float64" for c in ("value_mean", "value_std", "value_ci95")})
     frame = frame.astype({c: "float64" for c in [attrs.DURATION_S, *resources, *metrics]})
     return text_if_mixed(frame, params)
@@ -296,6 +299,9 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
         table.add_column("mean ± ci95 (n)", justify="right")
     if any(noise.is_repeat(t) for t in trials):
         table.add_column("repeat of", justify="right")
+    any_audit = any(attrs.audit_of(t) is not None for t in trials)
+    if any_audit:  # `sweep audit`: the pruned trial this one re-trained to the full budget
+        table.add_column("audit of", justify="right")
     table.add_column("steps", justify="right")
     table.add_column("s", justify="right")
     for p in param_names:
@@ -316,6 +322,7 @@ def trials_table(study: optuna.Study, metric: str, goal: str, limit: int | None 
             *(fmt(values[i]) if i < len(values) else "-" for i in range(len(names))),
             *([confirmed[t.number].text() if t.number in confirmed else ""] if confirmed else []),
             *([str(attrs.repeat_of(t)) if noise.is_repeat(t) else ""] if any_repeat else []),
+            *([str(attrs.audit_of(t) if attrs.audit_of(t) is not None else "")] if any_audit else []),
             str(steps) if steps is not None else "-",
             f"{dur:.0f}" if dur is not None else "-",
             *(fmt(t.params.get(p, "-")) for p in param_names),

@@ -90,14 +90,21 @@ def is_interrupted(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and t.user_attrs.get(attrs.FAIL_REASON, INTERRUPTED) == INTERRUPTED
 
 
-REPEAT_KEYS = (attrs.REPEAT_OF, attrs.REPEAT_INDEX, attrs.SEED, attrs.DATA_SEED)
-"""What makes a trial a seed repeat of another (harness.study.confirm); a retry keeps them all."""
+REPEAT_KEYS = (attrs.REPEAT_OF, attrs.REPEAT_INDEX, attrs.SEED, attrs.DATA_SEED, attrs.AUDIT_OF)
+"""What makes a trial a seed repeat or an audit of another (harness.study.confirm); a retry keeps them."""
+
+
+def is_rerun(stored: attrs.Source) -> bool:
+    """A seed repeat (`sweep confirm`, user attr `repeat_of`) or an audit of a pruned trial (`sweep audit`,
+    `audit_of`): a re-run of a config the sampler already chose."""
+    given = attrs.of(stored)
+    return attrs.REPEAT_OF in given or attrs.AUDIT_OF in given
 
 
 def counts(t: FrozenTrial) -> bool:
-    """Does this trial use up one of budget.n_trials? (See the module docstring.) Seed repeats
-    (`sweep confirm`, user attr `repeat_of`) never do: they re-run a config, they do not search."""
-    if attrs.REPEAT_OF in t.user_attrs or attrs.fail_reason(t) == SPARE:
+    """Does this trial use up one of budget.n_trials? (See the module docstring.) Seed repeats and audits
+    (is_rerun) never do: they re-run a config, they do not search."""
+    if is_rerun(t) or attrs.fail_reason(t) == SPARE:
         return False
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
@@ -284,8 +291,8 @@ class SharedBudget:
 
     def spent(self, study: optuna.Study) -> bool:
         trials = study.get_trials(deepcopy=False)
-        if any(t.state == TrialState.WAITING and attrs.REPEAT_OF not in t.user_attrs for t in trials):
-            return False  # a retry (or an enqueued config) is owed: someone must run it (repeats: confirm)
+        if any(t.state == TrialState.WAITING and not is_rerun(t) for t in trials):
+            return False  # a retry (or an enqueued config) is owed: someone must run it (re-runs: confirm)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         return sum(counts(t) for t in trials) + running >= self.n_trials
 

@@ -57,8 +57,9 @@ class Objective:
         usage = monitor.ResourceMonitor().start()
 
         # Optuna cannot report or prune multi-objective trials (trial.report raises there); a seed repeat
-        # (`sweep confirm`) is never pruned and does not feed the pruner's statistics.
-        prunable = not cfg.multi_objective and attrs.REPEAT_OF not in trial.user_attrs
+        # (`sweep confirm`) or an audit (`sweep audit`) is never pruned and does not feed the pruner's
+        # statistics: it reports no intermediate values, so no rung or median ever counts it.
+        prunable = not cfg.multi_objective and not failures.is_rerun(trial.user_attrs)
 
         budget_recorded: list[bool] = []
 
@@ -102,7 +103,8 @@ class Objective:
                 trial.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
                 failures.requeue(trial.study, trial.number, params, trial.user_attrs)
             else:
-                cleanup(spec)
+                pruned = result is not None and result.pruned
+                cleanup(spec, keep_own=pruned and cfg.early_terminate.keep_pruned_checkpoints)
             if failed is not None:
                 reason = trial.user_attrs[attrs.FAIL_REASON]
                 trialdir.write_failure(folder, reason, traceback=failed, resources=resources)
@@ -136,7 +138,7 @@ class Objective:
     def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
         """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
         stored = trial.user_attrs
-        if attrs.RETRY_OF in stored or attrs.REPEAT_OF in stored:
+        if attrs.RETRY_OF in stored or failures.is_rerun(stored):
             return
         dup = failures.duplicate_of_failed(trial.study, spec.params, trial.number)
         if dup is None:
@@ -185,7 +187,8 @@ class Objective:
 
 def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
     """A retry of an interrupted trial keeps its seed and continues from its checkpoint (failures.py); a
-    seed repeat (harness.study.confirm) brings its own seed and data order."""
+    seed repeat (harness.study.confirm) brings its own seed and data order; an audit brings its pruned
+    trial's seed and, when one was kept, its checkpoint (recorded: user attr resumed_at_step)."""
     stored = trial.user_attrs
     seed = int(stored.get(attrs.SEED, spec.seed))
     trial.set_user_attr(attrs.SEED, seed)
@@ -196,12 +199,18 @@ def retry_spec(trial: optuna.Trial, spec: TrialSpec) -> TrialSpec:
         # Another host's worker queued this retry and its checkpoint is not in a folder this one sees.
         trial.set_user_attr(attrs.RESTARTED, f"checkpoint {resume} not reachable here: trained from step 0")
         resume = None
+    found = trialdir.find_checkpoint(Path(resume)) if resume else None
+    if found is not None:
+        trial.set_user_attr(attrs.RESUMED_AT, trialdir.checkpoint_step(found))
     return dataclasses.replace(spec, seed=seed, resume_from=Path(resume) if resume else None)
 
 
-def cleanup(spec: TrialSpec) -> None:
-    """A trial that ended (not interrupted) needs no checkpoint, nor the one it resumed from."""
-    trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
+def cleanup(spec: TrialSpec, keep_own: bool = False) -> None:
+    """A trial that ended (not interrupted) needs no checkpoint, nor the one it resumed from (an audit's:
+    its pruned trial's, now used). `keep_own`: a pruned trial under early_terminate.keep_pruned_checkpoints,
+    kept for `sweep audit`."""
+    if not keep_own:
+        trialdir.remove_checkpoint(trialdir.checkpoint_dir(spec.output_dir))
     trialdir.remove_checkpoint(spec.resume_from)
 
 

@@ -461,6 +461,10 @@ class PrunerConfig(Strict):
     """Median: trials that are never pruned, to learn what 'typical' is."""
     n_warmup_steps: int = Field(0, ge=0)
     """Median: evals of each trial before pruning may start."""
+    keep_pruned_checkpoints: bool = False
+    """A pruned trial keeps its checkpoint, saved at the eval that pruned it, so `sweep audit` continues it
+    from there instead of from step 0. Off by default: one checkpoint (adapter + optimizer) per pruned trial
+    stays on disk until it is audited."""
 
 
 class EvaluationConfig(Strict):

@@ -108,8 +108,11 @@ class EvalLoop(TrainerCallback):
         extra = {EVAL_INDEX: len(self.history), EVAL_MAX_STEPS: self.max_steps, EVAL_EVERY: self.eval_steps}
         if self.on_eval(step, {**metrics, **{k: float(v) for k, v in extra.items()}}):
             self.pruned = control.should_training_stop = True
-        if self.checkpoint_dir is not None and self.trainer is not None and not control.should_training_stop:
-            if step < state.max_steps:
+        # A pruned trial's checkpoint is saved at the eval that pruned it only when it is to be kept
+        # (early_terminate.keep_pruned_checkpoints): `sweep audit` then continues exactly where it stopped.
+        keep = self.pruned and self.spec.sweep.early_terminate.keep_pruned_checkpoints
+        if self.checkpoint_dir is not None and self.trainer is not None and step < state.max_steps:
+            if keep or not control.should_training_stop:
                 save_checkpoint(self.checkpoint_dir, self.trainer, adapter_state(model), self)
 
 

@@ -1,0 +1,154 @@
+"""Cost accounting: every trial's cost record (metrics.json and user attr), the study's sums recomputed from
+the trial folders, and `budget.device_hours` stopping a sweep from starting new trials."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import FakeRecipe, sweep, sweep_cli
+from optuna.trial import TrialState
+
+from harness.core import attrs, trialdir
+from harness.core.cost import DEVICE_HOUR_S, TrialCost
+from harness.results import cost, report, status
+from harness.results import view as studyview
+from harness.study.objective import StopAtDeviceHours
+from harness.study.run import run_sweep
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def saved_cost(cfg, number: int) -> dict:
+    return json.loads((trialdir.trial_dir(cfg.study_dir, number) / "metrics.json").read_text())["cost"]
+
+
+def md_cost_rows(text: str) -> dict[str, list[str]]:
+    """report.md's cost table: first cell -> the other cells."""
+    section = text.split("## Cost", 1)[1].split("\n\n", 2)[1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()]
+    header, body = rows[0], rows[2:]
+    assert header[:3] == ["trials", "n", "device-s"]
+    return {r[0]: r[1:] for r in body}
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """6 trials: complete, pruned (median, first eval), and one that raised."""
+    cfg = sweep(
+        tmp_path,
+        "budget.n_trials=6",
+        "budget.eval_steps=20",
+        "early_terminate.type=median",
+        "early_terminate.n_startup_trials=2",
+        "early_terminate.n_warmup_steps=0",
+    )
+    study = run_sweep(cfg, recipe=FakeRecipe().failing({3: RuntimeError("boom")})).study
+    return cfg, study
+
+
+def test_every_trial_records_its_cost_in_metrics_json_and_its_user_attrs(mixed):
+    cfg, study = mixed
+    states = {t.state for t in study.trials}
+    assert states == set(FINISHED)  # the fixture covers every way a trial ends
+    for t in study.trials:
+        saved = saved_cost(cfg, t.number)
+        assert saved == attrs.cost(t)  # the same record in both places
+        record = TrialCost.from_dict(saved)
+        assert record is not None and record.devices == 1  # the fake recipe trains on this process only
+        assert saved["device_s"] == round(saved["wall_s"] * saved["devices"], 3)
+        assert saved["wall_s"] > 0 and saved["peak_memory_mb"] == t.user_attrs[attrs.PEAK_RSS_MB]
+        assert saved["tokens"] is None  # the fake recipe counts none: unknown, not 0
+        if t.state == TrialState.FAIL:
+            assert saved["steps"] == 0  # it raised before its first eval
+        else:
+            assert saved["steps"] == t.user_attrs[attrs.STEPS_RUN]  # pruned: up to where it stopped
+
+
+def test_study_totals_equal_the_sums_of_the_trials_metrics_json(mixed, tmp_path):
+    cfg, study = mixed
+    saved = {t.number: saved_cost(cfg, t.number) for t in study.trials}
+    total = sum(c["device_s"] for c in saved.values())
+    by_state = {s: sum(saved[t.number]["device_s"] for t in study.trials if t.state == s) for s in FINISHED}
+    # Until the best value was first reached: every trial that ended before or with that one.
+    best = min((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    first = min(
+        (t for t in study.trials if t.state == TrialState.COMPLETE and t.value == best.value),
+        key=lambda t: t.datetime_complete,
+    )
+    until = sum(
+        saved[t.number]["device_s"] for t in study.trials if t.datetime_complete <= first.datetime_complete
+    )
+
+    sc = cost.collect(study)
+    assert sc.total.trials == 6 and sc.total.device_s == pytest.approx(total, abs=1e-9)
+    assert sc.total.steps == sum(c["steps"] for c in saved.values())
+    assert sc.total.peak_memory_mb == max(c["peak_memory_mb"] for c in saved.values())
+    assert sc.best == first.number and sc.to_best is not None
+    assert sc.to_best.device_s == pytest.approx(until, abs=1e-9)
+
+    data = studyview.load_study_data("pricer", str(tmp_path))
+    report.write_report(data, ["md", "html"])
+    rows = md_cost_rows((cfg.study_dir / "report.md").read_text())
+    assert rows["all trials"][:2] == ["6", f"{total:.1f}"]
+    assert rows["all trials"][2] == f"{total / DEVICE_HOUR_S:.4f}"
+    for s in FINISHED:
+        n = sum(t.state == s for t in study.trials)
+        assert rows[s.name.lower()][:2] == [str(n), f"{by_state[s]:.1f}"]
+    assert rows[f"until the best (trial {first.number})"][1] == f"{until:.1f}"
+    assert 'id="cost"' in (cfg.study_dir / "report.html").read_text()
+
+    line = next(x for x in status.status_lines(study, "url") if x.strip().startswith("cost:"))
+    assert f"({total:.1f} device-s) in 6 trial(s)" in line
+    assert f"until the best (trial {first.number}): {until:.1f} device-s" in line
+
+
+def test_an_interrupted_trial_records_the_time_it_spent(tmp_path):
+    cfg = sweep(tmp_path, "budget.n_trials=3")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, recipe=FakeRecipe(fail={1: KeyboardInterrupt()}))
+    study = optuna.load_study(study_name="pricer", storage=f"sqlite:///{cfg.study_dir}/study.db")
+    t1 = study.trials[1]
+    assert attrs.fail_reason(t1) == "interrupted"
+    saved = json.loads((trialdir.trial_dir(cfg.study_dir, 1) / "metrics.json").read_text())
+    assert saved["fail_reason"] == "interrupted" and saved["cost"] == attrs.cost(t1)
+    assert saved["cost"]["wall_s"] > 0
+    retry = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert attrs.COST not in retry.user_attrs  # the retry starts its own record: nothing counted twice
+    assert cost.collect(study).by_state["FAIL"].trials == 1
+
+
+def test_a_tiny_device_hours_budget_stops_the_sweep_after_its_first_trial(tmp_path):
+    args = ["run", "sweeps/pricer.yaml", "--recipe", "helpers:steady_recipe"]
+    sets = [f"results_dir={tmp_path / 'results'}", "budget.n_trials=4", "budget.device_hours=1e-9"]
+    root = Path(__file__).resolve().parents[1]
+    out = sweep_cli([*args, *sets, "budget.max_steps=60"], root, path=(root / "tests",))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "budget.device_hours=1e-09 spent" in out.stdout and "no new trial started" in out.stdout
+    study = optuna.load_study(study_name="pricer", storage=f"sqlite:///{tmp_path}/results/pricer/study.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert re.search(r"^cost: .* in 1 trial\(s\)", out.stdout, re.M)  # the end-of-run line
+
+    again = sweep_cli(
+        [*args, *sets, "budget.max_steps=60"], root, path=(root / "tests",)
+    )  # spent: the rerun starts none
+    assert again.returncode == 0 and "no new trial started" in again.stdout
+    assert len(optuna.load_study(study_name="pricer", storage=study._storage).trials) == 1
+
+
+def test_the_budget_counts_every_workers_trials_running_ones_too(tmp_path):
+    """Another worker's running trial counts its time so far: its record only comes when it ends."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    finished = study.ask()
+    finished.set_user_attr(attrs.COST, TrialCost(2.5, 2, 10, 100, None).to_dict())
+    study.tell(finished, 1.0)
+    assert StopAtDeviceHours(5.0 / DEVICE_HOUR_S).spent_s(study) == 5.0  # 2.5 s x 2 devices
+    assert not StopAtDeviceHours(5.1 / DEVICE_HOUR_S).spent(study)
+    study.ask()  # running, no record yet
+    time.sleep(0.2)
+    assert StopAtDeviceHours(5.1 / DEVICE_HOUR_S).spent(study)
+    assert StopAtDeviceHours(None).spent_s(study) >= 5.2 and not StopAtDeviceHours(None).spent(study)

@@ -152,3 +152,39 @@ def test_the_budget_counts_every_workers_trials_running_ones_too(tmp_path):
     time.sleep(0.2)
     assert StopAtDeviceHours(5.1 / DEVICE_HOUR_S).spent(study)
     assert StopAtDeviceHours(None).spent_s(study) >= 5.2 and not StopAtDeviceHours(None).spent(study)
+
+
+def test_a_real_trial_records_its_real_tokens_over_every_accumulation_micro_batch(tiny, monkeypatch):
+    """The builtin model, one trial: metrics.json's cost has wall time, devices, the steps it ran and
+    the non-padding tokens of every micro-batch the Trainer trained on, counted here independently at the
+    collator (attention_mask: 1 on a real token, 0 on padding)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    batches: list[tuple[int, int]] = []
+    collate = DataCollatorForLanguageModeling.torch_call
+
+    def counting(self, examples):
+        out = collate(self, examples)
+        batches.append((int(out["attention_mask"].sum()), out["input_ids"].numel()))
+        return out
+
+    monkeypatch.setattr(DataCollatorForLanguageModeling, "torch_call", counting)
+    cfg = tiny(
+        "budget.n_trials=1",
+        "budget.max_steps=4",
+        "budget.eval_steps=2",
+        "evaluation.samples=0",
+        "training.gradient_accumulation_steps=2",
+        "parameters.per_device_train_batch_size={values: [4]}",
+    )
+    study = run_sweep(cfg).study
+    (t,) = study.trials
+    saved = saved_cost(cfg, 0)
+    assert saved == attrs.cost(t) and t.state == TrialState.COMPLETE
+    assert saved["devices"] == 1 and saved["steps"] == 4 and saved["wall_s"] > 0
+    # accelerate's loader collates one batch ahead (to know the last one): the trained ones come first.
+    trained = batches[: 4 * 2]  # every micro-batch of every optimizer step
+    assert len(batches) in (8, 9)
+    assert saved["tokens"] == sum(real for real, _ in trained)
+    assert saved["tokens"] < sum(padded for _, padded in trained)  # padding is not counted
+    assert saved["peak_memory_mb"] == t.user_attrs[attrs.PEAK_RSS_MB] > 0

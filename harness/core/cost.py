@@ -58,7 +58,7 @@ class TrialCost:
         devices = d.get("devices")
         return cls(
             wall_s=float(d["wall_s"]),
-            devices=int(devices) if _num(devices) else 1,
+            devices=int(devices) if isinstance(devices, (int, float)) else 1,
             steps=int(d["steps"]) if _num(d.get("steps")) else None,
             tokens=int(d["tokens"]) if _num(d.get("tokens")) else None,
             peak_memory_mb=float(d["peak_memory_mb"]) if _num(d.get("peak_memory_mb")) else None,

@@ -163,6 +163,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         )
     else:
         lines.append("  best: no complete trial yet")
+    lines.append("  " + cost.line(cost.collect(study)))
     for r in view.running:
         most = attrs.max_steps(r.attrs) or view.max_steps  # the trial's own budget (epochs: its batch's)
         of = f"/{most}" if most else ""
@@ -172,7 +173,6 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         lines.append(f"  running: trial {r.number}  {step}{value}  ({fmt_duration(r.elapsed_s)} so far){on}")
     if view.workers:
         lines.append(f"  workers: {len(view.workers)} live: {', '.join(view.workers)}")
-    lines.append("  " + cost.line(cost.collect(study)))
     lines.append("  " + eta_text(view))
     return lines
 

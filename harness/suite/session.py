@@ -66,7 +66,8 @@ def run_one(
 
 
 def print_summary(cfg: SweepConfig, outcome: RunOutcome, console: Console) -> None:
-    """What tuning changed, under the run's last trial line: untrained -> best, the baselines beside it."""
+    """What tuning changed, under the run's last trial line: untrained -> best, the baselines beside it;
+    then what the sweep cost (harness.results.cost)."""
     from harness.results import cost
     from harness.results.comparison import summary_lines
     from harness.study.ranking import best_trial

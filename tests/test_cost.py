@@ -188,3 +188,48 @@ def test_a_real_trial_records_its_real_tokens_over_every_accumulation_micro_batc
     assert saved["tokens"] == sum(real for real, _ in trained)
     assert saved["tokens"] < sum(padded for _, padded in trained)  # padding is not counted
     assert saved["peak_memory_mb"] == t.user_attrs[attrs.PEAK_RSS_MB] > 0
+
+
+@pytest.mark.slow
+def test_a_retry_resumed_from_a_checkpoint_counts_only_what_it_trained(tiny, monkeypatch):
+    """Ctrl-C at the step-8 eval (its checkpoint is step 4's): the interrupted trial records the steps and
+    tokens up to its last eval, the retry the steps and tokens from its checkpoint on, recounted at the
+    collator; together, every step once."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from harness.study.run import real_recipe
+
+    batches: list[int] = []
+    collate = DataCollatorForLanguageModeling.torch_call
+
+    def counting(self, examples):
+        out = collate(self, examples)
+        batches.append(int(out["attention_mask"].sum()))
+        return out
+
+    monkeypatch.setattr(DataCollatorForLanguageModeling, "torch_call", counting)
+    cfg = tiny(
+        "budget.n_trials=1", "budget.max_steps=8", "parameters.per_device_train_batch_size={values: [4]}"
+    )
+    real = real_recipe(cfg)
+
+    def interrupted_at_step_8(spec, on_eval):
+        def hook(step, metrics):
+            if spec.number == 0 and step == 8:
+                raise KeyboardInterrupt
+            return on_eval(step, metrics)
+
+        return real(spec, hook)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, recipe=interrupted_at_step_8)
+    first = list(batches)
+    batches.clear()
+    study = run_sweep(cfg, recipe=interrupted_at_step_8).study
+    t0, t1 = study.trials
+    assert attrs.fail_reason(t0) == "interrupted" and t1.state == TrialState.COMPLETE
+    c0, c1 = saved_cost(cfg, 0), saved_cost(cfg, 1)
+    assert c0 == attrs.cost(t0) and c1 == attrs.cost(t1)
+    assert c0["steps"] == 4 and c0["tokens"] == sum(first[:4])  # up to its last eval (step 4)
+    assert c1["steps"] == 4 and c1["tokens"] == sum(batches[:4])  # steps 5-8, from the checkpoint on
+    assert c0["tokens"] + c1["tokens"] == sum(first[:8])  # the same rows in the same order: each once

@@ -24,8 +24,8 @@ class TrialCost:
     """The trial's wall time in its worker: from its first line to its result, or to the failure or the
     interruption that ended it. Loading the base and measuring baselines belong to no trial."""
     devices: int
-    """The devices (data-parallel ranks) it trained on: TrialResult.devices; 1 when it failed before the
-    recipe could say, or ran on a CPU."""
+    """The devices (data-parallel ranks) it trained on: TrialResult.world_size; a trial that failed before
+    its recipe could say: this process's torch.distributed world size (1 without one)."""
     steps: int | None
     """Optimizer steps this run took; a trial that failed or was interrupted: up to its last eval."""
     tokens: int | None

@@ -250,7 +250,7 @@ def trial_cost(
     wall = time.perf_counter() - started
     if result is not None:
         own = result.steps_run - result.resumed_at
-        return measure(wall, result.devices, own, result.tokens, resources)
+        return measure(wall, result.world_size, own, result.tokens, resources)
     steps, tokens = spent.get(EVAL_OWN_STEPS, 0), spent.get(EVAL_TOKENS)
     return measure(wall, monitor.world_size(), steps, tokens, resources)
 

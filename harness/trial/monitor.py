@@ -76,7 +76,7 @@ def _cuda() -> Any | None:
 
 def world_size() -> int:
     """The ranks of the torch.distributed group this process trains in, 1 without one: the devices of a
-    trial that failed before its recipe said (TrialResult.devices). Never imports torch just to look."""
+    trial that failed before its recipe said (TrialResult.world_size). Never imports torch just to look."""
     torch = sys.modules.get("torch")
     try:
         dist = torch.distributed if torch is not None else None

@@ -118,7 +118,7 @@ def finetune(
             trained=trained,
             max_steps=loop.max_steps,
             eval_steps=loop.eval_steps,
-            devices=devices(),
+            world_size=devices(),
             tokens=tokens,
             resumed_at=loop.start_step,
         )

@@ -233,3 +233,41 @@ def test_a_retry_resumed_from_a_checkpoint_counts_only_what_it_trained(tiny, mon
     assert c0["steps"] == 4 and c0["tokens"] == sum(first[:4])  # up to its last eval (step 4)
     assert c1["steps"] == 4 and c1["tokens"] == sum(batches[:4])  # steps 5-8, from the checkpoint on
     assert c0["tokens"] + c1["tokens"] == sum(first[:8])  # the same rows in the same order: each once
+
+
+@pytest.mark.slow
+def test_dpo_and_grpo_trials_record_their_real_tokens(tmp_path, monkeypatch):
+    """DPO: the attention masks of its chosen+rejected training batches (recounted at the collator; its
+    evals, batches of another size, left out). GRPO: trl counts each prompt and completion's tokens."""
+    from helpers import DPO_TINY, ROOT
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from harness.sweepfile.load import load_sweep
+
+    train_rows = 2 * 8  # per_device_train_batch_size 8 (the sweep file's): chosen then rejected rows
+    batches: list[tuple[int, int]] = []
+    collate = DataCollatorForPreference.torch_call
+
+    def counting(self, examples):
+        out = collate(self, examples)
+        batches.append((out["input_ids"].shape[0], int(out["attention_mask"].sum())))
+        return out
+
+    monkeypatch.setattr(DataCollatorForPreference, "torch_call", counting)
+    budget = ["budget.n_trials=1", "budget.max_steps=4", "budget.eval_steps=4", "evaluation.batch_size=16"]
+    for trainer, extra in (("dpo", []), ("grpo", ["training.max_completion_length=6"])):
+        cfg = load_sweep(
+            ROOT / f"sweeps/pricer-{trainer}.yaml",
+            [f"results_dir={tmp_path / trainer}", *DPO_TINY, *budget, *extra],
+        )
+        batches.clear()
+        (t,) = run_sweep(cfg).study.trials
+        saved = saved_cost(cfg, 0)
+        assert t.state == TrialState.COMPLETE and saved == attrs.cost(t) and saved["steps"] == 4
+        if trainer == "dpo":
+            trained = [real for rows, real in batches if rows == train_rows][:4]
+            assert len(trained) == 4 and saved["tokens"] == sum(trained)
+        else:
+            per_step = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
+            longest = cfg.training.max_seq_length + cfg.training.max_completion_length
+            assert 0 < saved["tokens"] <= 4 * per_step * longest

@@ -271,3 +271,12 @@ def test_dpo_and_grpo_trials_record_their_real_tokens(tmp_path, monkeypatch):
             per_step = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
             longest = cfg.training.max_seq_length + cfg.training.max_completion_length
             assert 0 < saved["tokens"] <= 4 * per_step * longest
+
+
+def test_the_trials_table_has_each_trials_device_seconds_and_tokens(mixed, tmp_path):
+    cfg, study = mixed
+    frame = studyview.load_study_data("pricer", str(tmp_path)).frame
+    for t in study.trials:
+        row = frame[frame["number"] == t.number].iloc[0]
+        assert row["device_s"] == saved_cost(cfg, t.number)["device_s"]
+    assert frame["tokens"].isna().all()  # the fake recipe counts none: missing, never 0

@@ -83,6 +83,8 @@ EVAL_STEPS = (
     "eval_steps_used"  # the steps between its evals (derived when eval_steps is a fraction of an epoch)
 )
 TRAINED = "trained_on"  # what the adapter really covered: {lora_modules, base_layer} (TrialResult.trained)
+COST = "trial_cost"  # what it spent: {wall_s, devices, device_s, steps, tokens, peak_memory_mb}
+# (harness.core.cost), also metrics.json's "cost"; objective, when the trial ends however it ends
 
 # Trial attrs: memory and GPU figures (harness.trial.monitor.record: live while it runs, final at the end)
 
@@ -184,6 +186,12 @@ def before_metrics(trial: Source) -> dict[str, float]:
 def trained(trial: Source) -> dict[str, Any]:
     """{lora_modules: [...], base_layer: "Linear4bit"} of a trained trial; {} for one without."""
     return _dict(of(trial).get(TRAINED))
+
+
+def cost(trial: Source) -> dict[str, Any]:
+    """The trial's cost record (harness.core.cost.TrialCost.to_dict); {} for a trial without one (killed,
+    still running, or run before harness recorded costs)."""
+    return _dict(of(trial).get(COST))
 
 
 def best_step(trial: Source) -> int | None:

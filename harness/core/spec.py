@@ -94,10 +94,19 @@ class TrialResult:
     its batch size); None from a recipe that does not say."""
     eval_steps: int | None = None
     """The steps between its evals (budget.eval_steps, or derived from a fraction of an epoch)."""
+    world_size: int = 1
+    """The ranks that trained it (training.distributed with --devices-per-worker K): its effective batch
+    is per_device_train_batch_size * gradient_accumulation_steps * world_size."""
     trained: dict[str, Any] = field(default_factory=dict)
     """What the adapter really trained, read from the model: `lora_modules` (the adapted modules' names
     within their block, sorted) and `base_layer` (the class of the base layers under the adapters, e.g.
     Linear4bit). Added to params.json (trialdir.write_result) and the trial's user attrs."""
+    tokens: int | None = None
+    """Real (non-padding) tokens this run trained on, every accumulation micro-batch counted; None from
+    a recipe that does not count them."""
+    resumed_at: int = 0
+    """The step this run resumed from (the retry of an interrupted trial), 0 when it trained from the
+    start: the steps it took itself are steps_run - resumed_at."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,7 +135,11 @@ EVAL_INDEX = "eval_index"
 objective reports intermediate values by eval index, not by step) and the trial's budget in steps."""
 EVAL_MAX_STEPS = "trial_max_steps"
 EVAL_EVERY = "trial_eval_steps"
-NOT_METRICS = (EVAL_INDEX, EVAL_MAX_STEPS, EVAL_EVERY)
+EVAL_OWN_STEPS = "trial_own_steps"
+EVAL_TOKENS = "trial_tokens_seen"
+"""Also along: the steps and real tokens this run has trained so far (what a trial that fails later
+records it spent, harness.core.cost)."""
+NOT_METRICS = (EVAL_INDEX, EVAL_MAX_STEPS, EVAL_EVERY, EVAL_OWN_STEPS, EVAL_TOKENS)
 
 
 class Recipe(Protocol):

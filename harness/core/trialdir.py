@@ -5,7 +5,8 @@ results/<study>/trial-0007/
   params.json          sampled params, the full training settings used and the base's quantization
                        (write_params); once trained, what the adapter really covered: lora_modules,
                        base_layer, and the steps it was budgeted: max_steps, eval_steps (write_result)
-  metrics.json         state, value, best step, history, resources: written once, when the trial ends
+  metrics.json         state, value, best step, history, resources, cost (harness.core.cost): written
+                       once, when the trial ends (failed and interrupted ones too)
   generations.jsonl    prompt, reference, prediction, per-row scores
   log.jsonl            training log lines and evals by step
   adapter/             the trial's adapter (safetensors), until the objective keeps or deletes it
@@ -139,10 +140,17 @@ def write_params(spec: TrialSpec) -> None:
 
 
 def write_result(
-    spec: TrialSpec, result: TrialResult, state: str, resources: dict[str, float | None] | None = None
+    spec: TrialSpec,
+    result: TrialResult,
+    state: str,
+    resources: dict[str, float | None] | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> None:
-    """Everything a finished trial leaves; metrics.json is written once, with its resource figures."""
-    extra = {"resources": resources} if resources is not None else {}
+    """Everything a finished trial leaves; metrics.json is written once, with its resource figures and
+    its cost (harness.core.cost)."""
+    extra: dict[str, Any] = {"resources": resources} if resources is not None else {}
+    if cost is not None:
+        extra["cost"] = cost
     write_json(spec.output_dir / "metrics.json", {"state": state, **result.to_dict(), **extra})
     params = spec.output_dir / "params.json"
     # What was asked for, then what the trial really had: adapted modules, and the steps it was budgeted.

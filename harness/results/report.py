@@ -22,7 +22,7 @@ from rich.table import Table
 from harness import tasks
 from harness.core import attrs, lengths, provenance, trialdir
 from harness.errors import HarnessError
-from harness.results import audit, comparison, plots
+from harness.results import audit, comparison, cost, plots
 from harness.results.importance import param_importances
 from harness.results.plots import Curve, Section
 from harness.results.status import params_text
@@ -186,6 +186,7 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
     if noise:
         lines += ["## Seed noise (sweep confirm)", "", *noise, ""]
     lines += audit.markdown(data.study, md_table)
+    lines += cost.markdown(data.study, md_table)
     fit = lengths.lines(data.name, attrs.data_lengths(data.study))
     prov = provenance.lines(attrs.provenance(data.study))
     lines += ["## Data", "", *([*fit, ""] if fit else []), *[f"- {line}" for line in prov], ""]
@@ -235,6 +236,7 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
         Section("trials", "Trials (best first)", plots.table_html(best_first(data))),
         Section("baselines", "Baselines", ladder),
         *audit.sections(data.study),
+        cost.html_section(data.study),
         plots.plot_section(
             "optimisation-history",
             "Optimisation history",

@@ -22,7 +22,7 @@ from rich.table import Table
 from harness.core import attrs
 from harness.core.display import SHORT
 from harness.errors import StorageError
-from harness.results import plots
+from harness.results import cost, plots
 from harness.results import view as sv
 from harness.study import ranking
 from harness.study import storage as st
@@ -163,6 +163,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         )
     else:
         lines.append("  best: no complete trial yet")
+    lines.append("  " + cost.line(cost.collect(study)))
     for r in view.running:
         most = attrs.max_steps(r.attrs) or view.max_steps  # the trial's own budget (epochs: its batch's)
         of = f"/{most}" if most else ""

@@ -27,6 +27,7 @@ from harness.sweepfile import levers
 
 STEP_COLUMNS = (attrs.BEST_STEP, attrs.STEPS_RUN, attrs.PRUNED_AT)
 RESOURCE_COLUMNS = (attrs.PEAK_RSS_MB, attrs.CUDA_PEAK_ALLOCATED_MB, attrs.CUDA_PEAK_RESERVED_MB)
+COST_COLUMNS = ("device_s", "tokens")  # from the trial's cost record (harness.core.cost): what it spent
 TRAINED_COLUMNS = ("lora_modules", "base_layer")
 """What each trial's adapter really covered (attrs.trained): `attention+mlp (7)`, `Linear4bit`."""
 # Complete trials first, failed ones (and any other state) last.
@@ -137,8 +138,8 @@ def counts_text(counts: dict[str, int]) -> str:
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order: number, state, value, param_<name>..., what the adapter covered
-    (lora_modules, base_layer), metrics..., steps, duration_s, peak memory, fail_reason. Missing values are
-    NaN/<NA>, never invented."""
+    (lora_modules, base_layer), metrics..., steps, duration_s, device_s, tokens, peak memory, fail_reason.
+    Missing values are NaN/<NA>, never invented."""
     trials = study.get_trials(deepcopy=False)
     params = ordered(p for t in trials for p in t.params)
     metric_names = ordered(m for t in trials for m in attrs.metrics(t))
@@ -155,6 +156,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         *TRAINED_COLUMNS,
         *STEP_COLUMNS,
         attrs.DURATION_S,
+        *COST_COLUMNS,
         *RESOURCE_COLUMNS,
         "worker",
         attrs.FAIL_REASON,
@@ -181,6 +183,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         *budgeted,
         *STEP_COLUMNS,
         attrs.DURATION_S,
+        *COST_COLUMNS,
         *resources,
         "worker",
         attrs.FAIL_REASON,
@@ -199,6 +202,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({col: metrics.get(m) for m, col in metric_cols.items()})
         row.update({c: stored.get(c) for c in [*budgeted, *STEP_COLUMNS]})
         row[attrs.DURATION_S] = trial_duration(t)
+        row.update({c: attrs.cost(stored).get(c) for c in COST_COLUMNS})
         row.update({c: stored.get(c) for c in resources})
         row["worker"] = worker_text(stored)
         # Only a failure has a reason (the objective also tags pruned trials that have no value).
@@ -236,9 +240,11 @@ def _typed(frame: pd.DataFrame, params: list[str], metrics: list[str], resources
         {"number": "int64", "state": "str", "value": "float64", "worker": "str", attrs.FAIL_REASON: "str"}
     )
     frame = frame.astype({c: "str" for c in TRAINED_COLUMNS if c in frame.columns})
-    frame = frame.astype({c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", attrs.REPEAT_OF, attrs.AUDIT_OF)})
+    frame = frame.astype(
+        {c: "Int64" for c in (*STEP_COLUMNS, "n_seeds", attrs.REPEAT_OF, attrs.AUDIT_OF, "tokens")}
+    )
     frame = frame.astype({c: "float64" for c in ("value_mean", "value_std", "value_ci95")})
-    frame = frame.astype({c: "float64" for c in [attrs.DURATION_S, *resources, *metrics]})
+    frame = frame.astype({c: "float64" for c in [attrs.DURATION_S, "device_s", *resources, *metrics]})
     return text_if_mixed(frame, params)
 
 

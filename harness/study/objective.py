@@ -8,18 +8,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from harness.core import attrs, trialdir
+from harness.core.cost import DEVICE_HOUR_S, TrialCost, measure
 from harness.core.spec import (
     EVAL_EVERY,
     EVAL_INDEX,
     EVAL_MAX_STEPS,
+    EVAL_OWN_STEPS,
+    EVAL_TOKENS,
     NOT_METRICS,
     OnEval,
     Recipe,
@@ -45,6 +50,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         cfg = self.cfg
+        started = time.perf_counter()  # the trial's cost runs from here, however it ends
         self.started += 1
         folder = trialdir.trial_dir(self.study_dir, trial.number)
         failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
@@ -52,7 +58,7 @@ class Objective:
         spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
         trialdir.write_params(spec)
         self.progress("trial_start", {"trial": trial.number, "params": params})
-        self.skip_duplicate(trial, spec)
+        self.skip_duplicate(trial, spec, started)
         self.tracker.start(spec)
         usage = monitor.ResourceMonitor().start()
 
@@ -62,9 +68,11 @@ class Objective:
         prunable = not cfg.multi_objective and not failures.is_rerun(trial.user_attrs)
 
         budget_recorded: list[bool] = []
+        spent: dict[str, int] = {}  # steps and tokens so far: what a trial that fails later spent
 
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
             extra = {k: int(metrics.pop(k)) for k in NOT_METRICS if k in metrics}
+            spent.update({k: extra[k] for k in (EVAL_OWN_STEPS, EVAL_TOKENS) if k in extra})
             if EVAL_MAX_STEPS in extra and not budget_recorded:  # at the first eval, for `sweep status`
                 budget = {attrs.MAX_STEPS: extra[EVAL_MAX_STEPS], attrs.EVAL_STEPS: extra.get(EVAL_EVERY)}
                 rdb.set_user_attrs(trial, budget)
@@ -96,22 +104,27 @@ class Objective:
             # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
             # records FAIL; the retry is queued here and keeps the checkpoint it resumes from.
             resources = usage.stop()
+            cost = trial_cost(started, result, spent, resources)
             if result is None:  # a finished trial writes them with its results, in one call (record)
                 monitor.record(trial, resources)
+                record_cost(trial, cost)  # a failed or interrupted trial's time counts too
             if result is None and failed is None:
                 self.tracker.finish("FAIL", {})
                 trial.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
+                trialdir.write_failure(folder, failures.INTERRUPTED, resources=resources, cost=cost.to_dict())
                 failures.requeue(trial.study, trial.number, params, trial.user_attrs)
             else:
                 pruned = result is not None and result.pruned
                 cleanup(spec, keep_own=pruned and cfg.early_terminate.keep_pruned_checkpoints)
             if failed is not None:
                 reason = trial.user_attrs[attrs.FAIL_REASON]
-                trialdir.write_failure(folder, reason, traceback=failed, resources=resources)
+                trialdir.write_failure(
+                    folder, reason, traceback=failed, resources=resources, cost=cost.to_dict()
+                )
                 self.tracker.finish("FAIL", {**resources})
                 self.progress("trial_fail", {"trial": trial.number, "reason": reason})
         assert result is not None  # every other way out raised above
-        record(trial, result, resources)
+        record(trial, result, resources, cost)
         values = objective_values(cfg, result)
         missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
         if result.pruned:
@@ -121,7 +134,7 @@ class Objective:
             trial.set_user_attr(attrs.FAIL_REASON, f"no finite {' or '.join(missing)} was measured")
         else:
             state = "COMPLETE"
-        trialdir.write_result(spec, result, state, resources)
+        trialdir.write_result(spec, result, state, resources, cost.to_dict())
         self.tracker.finish(state, {**result.metrics, **resources})
         self.keep_adapter(trial, spec, values[0] if state == "COMPLETE" else None)
         if result.pruned:
@@ -135,7 +148,7 @@ class Objective:
         finite = [float(v) for v in values if v is not None]
         return tuple(finite) if cfg.multi_objective else finite[0]
 
-    def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec) -> None:
+    def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec, started: float) -> None:
         """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""
         stored = trial.user_attrs
         if attrs.RETRY_OF in stored or failures.is_rerun(stored):
@@ -144,8 +157,9 @@ class Objective:
         if dup is None:
             return
         why = f"duplicate of failed trial {dup}"
-        trial.set_user_attr(attrs.FAIL_REASON, why)
-        trialdir.write_failure(spec.output_dir, why)
+        cost = measure(time.perf_counter() - started, 1, 0, 0, {})  # nothing trained: its few ms
+        rdb.set_user_attrs(trial, {attrs.FAIL_REASON: why, attrs.COST: cost.to_dict()})
+        trialdir.write_failure(spec.output_dir, why, cost=cost.to_dict())
         self.progress("trial_fail", {"trial": trial.number, "reason": why})
         raise TrialFailed(why)
 
@@ -237,8 +251,31 @@ def objective_values(cfg: SweepConfig, result: TrialResult) -> list[float | None
     return out
 
 
+def trial_cost(
+    started: float, result: TrialResult | None, spent: dict[str, int], resources: dict[str, float | None]
+) -> TrialCost:
+    """What the trial spent (harness.core.cost) from `started` (perf_counter) to now. Without a result
+    (failed, interrupted): the steps and tokens of its last eval, on the devices this process trains on."""
+    wall = time.perf_counter() - started
+    if result is not None:
+        own = result.steps_run - result.resumed_at
+        return measure(wall, result.world_size, own, result.tokens, resources)
+    steps, tokens = spent.get(EVAL_OWN_STEPS, 0), spent.get(EVAL_TOKENS)
+    return measure(wall, monitor.world_size(), steps, tokens, resources)
+
+
+def record_cost(trial: optuna.Trial, cost: TrialCost) -> None:
+    try:
+        trial.set_user_attr(attrs.COST, cost.to_dict())
+    except Exception:  # noqa: BLE001 - a storage hiccup on the way out must not hide why the trial ended
+        pass
+
+
 def record(
-    trial: optuna.Trial, result: TrialResult, resources: dict[str, float | None] | None = None
+    trial: optuna.Trial,
+    result: TrialResult,
+    resources: dict[str, float | None] | None = None,
+    cost: TrialCost | None = None,
 ) -> None:
     """What reports need without opening trial folders: finite metrics, steps, timing, memory figures.
     One storage call for all of them (rdb.set_user_attrs): on SQLite each attr would be its own commit."""
@@ -260,6 +297,8 @@ def record(
     if result.trained:
         written[attrs.TRAINED] = dict(result.trained)
     written.update(monitor.measured(resources or {}))
+    if cost is not None:
+        written[attrs.COST] = cost.to_dict()
     rdb.set_user_attrs(trial, written)
 
 
@@ -272,5 +311,34 @@ class StopAfterFailures:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.streak = self.streak + 1 if trial.state == TrialState.FAIL else 0
         if self.streak >= self.max_failures:
+            self.tripped = True
+            study.stop()
+
+
+class StopAtDeviceHours:
+    """`budget.device_hours`: no trial starts once the study has spent them. The study's total, read from
+    the storage after each trial (so every worker's trials count): finished trials' device-seconds
+    (user attr trial_cost), plus each running trial's time so far (x1: its devices are known at its end)."""
+
+    def __init__(self, hours: float | None) -> None:
+        self.limit_s = None if hours is None else hours * DEVICE_HOUR_S
+        self.tripped = False
+
+    def spent_s(self, study: optuna.Study) -> float:
+        now = datetime.now()  # optuna stores naive local times
+        total = 0.0
+        for t in study.get_trials(deepcopy=False):
+            cost = TrialCost.from_dict(attrs.cost(t))
+            if cost is not None:
+                total += cost.device_s
+            elif t.state == TrialState.RUNNING and t.datetime_start is not None:
+                total += max(0.0, (now - t.datetime_start).total_seconds())
+        return total
+
+    def spent(self, study: optuna.Study) -> bool:
+        return self.limit_s is not None and self.spent_s(study) >= self.limit_s
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.spent(study):
             self.tripped = True
             study.stop()

@@ -20,7 +20,7 @@ import optuna
 from rich.console import Console
 
 from harness import compat, tasks
-from harness.core import attrs, badrows, lengths, trialdir
+from harness.core import attrs, badrows, cost, lengths, trialdir
 from harness.core import provenance as recorded
 from harness.core.display import SHORT
 from harness.core.display import fmt as _fmt
@@ -35,7 +35,7 @@ from harness.core.spec import (
 from harness.errors import HarnessError, TrialFailed, problems_error
 from harness.study import failures, ranking, resume
 from harness.study import storage as st
-from harness.study.objective import Objective, StopAfterFailures
+from harness.study.objective import Objective, StopAfterFailures, StopAtDeviceHours
 from harness.sweepfile import checks
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
@@ -121,6 +121,9 @@ def run_sweep(
     budget = failures.SharedBudget(cfg.budget.n_trials)
     # Other workers' running trials will count too: a worker joining a study about to finish starts none.
     remaining = 0 if budget.spent(study) else max(0, cfg.budget.n_trials - done)
+    device_budget = StopAtDeviceHours(cfg.budget.device_hours)
+    if remaining and device_budget.spent(study):  # spent by earlier runs (or other workers)
+        remaining, device_budget.tripped = 0, True
     others = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
     console.print(
         f"[bold]{cfg.name}[/]: {done} finished trial(s) in {st.mask_url(url)}"
@@ -150,9 +153,16 @@ def run_sweep(
             n_trials=remaining,
             timeout=timeout,
             catch=(Exception,),
-            callbacks=[stopper, budget, *callbacks],
+            callbacks=[stopper, budget, device_budget, *callbacks],
         )
         ran = objective.started
+    if device_budget.tripped:
+        console.print(
+            f"{cfg.name}: budget.device_hours={cfg.budget.device_hours:g} spent "
+            f"({cost.hours_text(device_budget.spent_s(study))} by the study's trials): no new trial started",
+            markup=False,
+            soft_wrap=True,
+        )
     if budget.recovered:
         console.print(
             f"{cfg.name}: trial(s) {', '.join(map(str, budget.recovered))} of a worker that died were "

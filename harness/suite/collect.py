@@ -118,6 +118,7 @@ def smoke_config(cfg: SweepConfig) -> SweepConfig:
                     if isinstance(b.eval_steps, float)
                     else min(b.eval_steps, SMOKE["eval_steps"]),
                     "timeout_minutes": None,
+                    "device_hours": None,
                     "max_failures": 1,
                 }
             ),

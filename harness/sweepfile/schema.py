@@ -376,6 +376,10 @@ class BudgetConfig(Strict):
     least 1 step): 0.25 evaluates four times an epoch whatever the batch size."""
     timeout_minutes: float | None = Field(None, gt=0)
     """Stop starting new trials after this long (this run only)."""
+    device_hours: float | None = Field(None, gt=0)
+    """Stop starting new trials once the study has spent this many device-hours: wall time x devices,
+    summed over all its trials (every worker's, and earlier runs'; running trials count their time so
+    far). A trial already running finishes. The totals: `sweep status`, `sweep report`."""
     max_failures: int = Field(5, gt=0)
     """Stop the sweep after this many failed trials in a row."""
 

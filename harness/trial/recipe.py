@@ -29,6 +29,7 @@ from harness.trial.recipes.common import (
     adapter_state,
     baseline_metrics,
     compare_with_base,
+    devices,
     evaluate,
     load_tensors,
     release,
@@ -82,6 +83,7 @@ def finetune(
             compat.skip_checkpoint_model_load(trainer)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
+        _, tokens = loop.spent(trainer.state)
         if loop.best_state is not None:
             restore_adapter(model, loop.best_state)
         best_entry = next((h for h in loop.history if h["step"] == loop.best_step), {})
@@ -116,6 +118,9 @@ def finetune(
             trained=trained,
             max_steps=loop.max_steps,
             eval_steps=loop.eval_steps,
+            world_size=devices(),
+            tokens=tokens,
+            resumed_at=loop.start_step,
         )
     finally:
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.

@@ -18,7 +18,15 @@ from transformers import TrainerCallback
 
 from harness import compat
 from harness.core import trialdir
-from harness.core.spec import EVAL_EVERY, EVAL_INDEX, EVAL_MAX_STEPS, OnEval, TrialSpec
+from harness.core.spec import (
+    EVAL_EVERY,
+    EVAL_INDEX,
+    EVAL_MAX_STEPS,
+    EVAL_OWN_STEPS,
+    EVAL_TOKENS,
+    OnEval,
+    TrialSpec,
+)
 from harness.errors import NonFiniteLoss
 from harness.sweepfile.schema import LOSS_METRICS, trainer_metrics
 from harness.trial import prepare, session
@@ -56,6 +64,16 @@ class EvalLoop(TrainerCallback):
         self.trainer: Any = None  # set by finetune: checkpoints need the optimizer, scheduler and state
         self.checkpoint_dir = trialdir.checkpoint_dir(spec.output_dir) if spec.number >= 0 else None
         self.max_steps, self.eval_steps = trial_steps(spec, fixtures)
+        self.start_step = self.start_tokens = 0  # where this run began: a resumed one, its checkpoint's
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any):
+        # After the Trainer restored a checkpoint's state: what the interrupted trial already spent.
+        self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
+
+    def spent(self, state: Any) -> tuple[int, int]:
+        """(optimizer steps, real tokens) this run has trained so far (num_input_tokens_seen: see
+        training_args; grpo's trl counts prompt and completion tokens itself)."""
+        return state.global_step - self.start_step, int(state.num_input_tokens_seen - self.start_tokens)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -106,6 +124,7 @@ class EvalLoop(TrainerCallback):
             self.stopped_early = control.should_training_stop = True
         # The eval's index rides along for the objective: with budget.epochs it reports by eval, not step.
         extra = {EVAL_INDEX: len(self.history), EVAL_MAX_STEPS: self.max_steps, EVAL_EVERY: self.eval_steps}
+        extra[EVAL_OWN_STEPS], extra[EVAL_TOKENS] = self.spent(state)
         if self.on_eval(step, {**metrics, **{k: float(v) for k, v in extra.items()}}):
             self.pruned = control.should_training_stop = True
         # A pruned trial's checkpoint is saved at the eval that pruned it only when it is to be kept
@@ -333,4 +352,8 @@ def training_args(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> di
         # Same data order for every trial (differences come from the params); seed repeats change it.
         "data_seed": s.seed if spec.data_seed is None else spec.data_seed,
         "dataloader_num_workers": 0,
+        # Real tokens trained on (the trial's cost): every micro-batch's attention_mask summed, padding
+        # left out (sft, dpo). GRPO's trl counts its prompt and completion tokens itself (its batches are
+        # raw prompts the Trainer cannot count).
+        "include_num_input_tokens_seen": "no" if s.trainer == "grpo" else "non_padding",
     }

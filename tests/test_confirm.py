@@ -221,3 +221,20 @@ def test_confirm_needs_a_study_with_a_complete_trial(tmp_path):
     with pytest.raises(HarnessError, match="run `sweep run` first"):
         confirm.run_confirm(cfg, 1, 1, url=st.storage_url(cfg), recipe=Noisy(), console=console())
     assert main(["confirm", "nosuch", "--results-dir", str(tmp_path)]) == 2
+
+
+def test_a_retry_queued_before_confirm_is_run_not_stood_down(tmp_path):
+    """A sweep interrupted by Ctrl-C leaves its trial's retry waiting; confirm then queues its repeats behind
+    it, and Optuna hands out the oldest waiting trial first. The retry is owed: confirm runs it (before, it
+    was marked `spare` and never ran again)."""
+    recipe = Noisy(interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        swept(tmp_path, recipe)
+    cfg = sweep(tmp_path, "budget.n_trials=5", "early_terminate.type=median")
+    out = confirm.run_confirm(cfg, 1, 2, url=st.storage_url(cfg), recipe=recipe, console=console())
+    trials = out.study.get_trials()
+    retries = [t for t in trials if attrs.RETRY_OF in t.user_attrs]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)  # it trained
+    assert retries[0].number in [spec.number for spec in recipe.specs]
+    assert not [t for t in trials if t.user_attrs.get(attrs.FAIL_REASON) == failures.SPARE]
+    assert noise.config_stats(trials)[confirm.targets(out.study, 1)[0].number].n == 3

@@ -215,6 +215,10 @@ def run_queued(
     objective = Objective(cfg, recipe, progress=ProgressPrinter(cfg, console, first=0, total=waiting))
 
     def rerun(trial: optuna.Trial) -> float | tuple[float, ...]:
+        # Optuna hands out the oldest waiting trial, which may be the retry of an interrupted sweep trial
+        # queued before our re-runs: it is owed, and standing it down would lose it (and its checkpoint).
+        if attrs.RETRY_OF in trial.user_attrs and not failures.is_rerun(trial.user_attrs):
+            return objective(trial)
         # Another worker took the last re-run between our look and ask: stand down.
         if not failures.is_rerun(trial.user_attrs):
             trial.set_user_attr(attrs.FAIL_REASON, failures.SPARE)

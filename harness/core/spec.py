@@ -94,6 +94,9 @@ class TrialResult:
     its batch size); None from a recipe that does not say."""
     eval_steps: int | None = None
     """The steps between its evals (budget.eval_steps, or derived from a fraction of an epoch)."""
+    world_size: int = 1
+    """The ranks that trained it (training.distributed with --devices-per-worker K): its effective batch
+    is per_device_train_batch_size * gradient_accumulation_steps * world_size."""
     trained: dict[str, Any] = field(default_factory=dict)
     """What the adapter really trained, read from the model: `lora_modules` (the adapted modules' names
     within their block, sorted) and `base_layer` (the class of the base layers under the adapters, e.g.

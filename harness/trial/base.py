@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from harness.core import ranks
 from harness.errors import ConfigError, closest
 from harness.sweepfile.schema import ModelConfig, TrainingConfig
 from harness.trial import cache
@@ -195,7 +196,7 @@ def base_model(
         "revision": model_cfg.revision,
         "trust_remote_code": model_cfg.trust_remote_code,
         "dtype": dtype,
-        "device_map": {"": 0} if cuda else "cpu",
+        "device_map": {"": ranks.local_rank()} if cuda else "cpu",
     }
     quant = quantization_config(model_cfg, dtype)
     if quant is not None:

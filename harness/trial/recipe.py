@@ -18,7 +18,7 @@ from typing import Any
 from transformers import PrinterCallback, set_seed
 
 from harness import compat
-from harness.core import trialdir
+from harness.core import ranks, trialdir
 from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
@@ -29,6 +29,7 @@ from harness.trial.recipes.common import (
     adapter_state,
     baseline_metrics,
     compare_with_base,
+    devices,
     evaluate,
     load_tensors,
     release,
@@ -88,14 +89,15 @@ def finetune(
         metrics = {k: v for k, v in best_entry.items() if k != "step"}
         generations: list[dict[str, Any]] = []
         before_metrics: dict[str, float] = {}
-        if not loop.pruned and fixtures.generation_rows:
+        lead = ranks.rank() == 0  # what follows is rank 0's alone: it scores and keeps the adapter
+        if lead and not loop.pruned and fixtures.generation_rows:
             gen_metrics, generations = score(model, fixtures, spec, fixtures.generation_rows)
             metrics.update(gen_metrics)
             if spec.sweep.evaluation.compare_base:
                 before_metrics = compare_with_base(model, fixtures, spec, generations)
-        if test_rows:
+        if lead and test_rows:
             metrics.update(test_metrics(model, fixtures, spec, test_rows))
-        if save_adapter_to is not None:
+        if lead and save_adapter_to is not None:
             # state_dict given explicitly: peft would otherwise call model.state_dict() (see adapter_state)
             model.save_pretrained(
                 str(save_adapter_to), safe_serialization=True, state_dict=adapter_state(model)
@@ -116,6 +118,7 @@ def finetune(
             trained=trained,
             max_steps=loop.max_steps,
             eval_steps=loop.eval_steps,
+            world_size=devices(),
         )
     finally:
         # Remove the LoRA layers: the shared base goes back to exactly its original modules.

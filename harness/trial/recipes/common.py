@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from harness import compat
-from harness.core import trialdir
+from harness.core import ranks, trialdir
 from harness.core.spec import EVAL_EVERY, EVAL_INDEX, EVAL_MAX_STEPS, OnEval, TrialSpec
 from harness.errors import NonFiniteLoss
 from harness.sweepfile.schema import LOSS_METRICS, trainer_metrics
@@ -88,6 +88,13 @@ class EvalLoop(TrainerCallback):
         step = state.global_step
         if step % self.eval_steps and step < state.max_steps:
             return
+        # Several ranks: rank 0 measures on the unwrapped model and decides, the others wait for its
+        # decision (ranks.decide); so an eval is computed once, never once per rank.
+        if ranks.decide(lambda: self.judge(step, state, control, model)):
+            control.should_training_stop = True
+
+    def judge(self, step: int, state: Any, control: Any, model: Any) -> bool:
+        """One eval: measure, keep the best, early stopping, pruning, checkpoint -> True to stop."""
         metrics = self.measure(model, self.generate_each_eval)
         metrics["step"] = step
         if not math.isfinite(metrics.get("eval_loss", 0.0)):
@@ -111,6 +118,7 @@ class EvalLoop(TrainerCallback):
         if self.checkpoint_dir is not None and self.trainer is not None and not control.should_training_stop:
             if step < state.max_steps:
                 save_checkpoint(self.checkpoint_dir, self.trainer, adapter_state(model), self)
+        return bool(control.should_training_stop)
 
 
 def save_checkpoint(folder: Path, trainer: Any, adapter: dict[str, torch.Tensor], loop: EvalLoop) -> None:
@@ -330,4 +338,8 @@ def training_args(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> di
         # Same data order for every trial (differences come from the params); seed repeats change it.
         "data_seed": s.seed if spec.data_seed is None else spec.data_seed,
         "dataloader_num_workers": 0,
+        # K ranks (training.distributed): the group is started (core.ranks.start); batches are sharded
+        # over it and the loss is averaged over all ranks' tokens (average_tokens_across_devices).
+        **({"ddp_backend": "nccl" if cuda else "gloo", "ddp_find_unused_parameters": False} if devices() > 1 else {}),
+        "average_tokens_across_devices": True,
     }

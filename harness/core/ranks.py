@@ -158,11 +158,19 @@ class Leader:
     """Rank 0's recipe: each trial's spec goes to the other ranks before rank 0 trains it, and a trial any
     rank failed fails here (rank 0's own exception first). Everything else is the recipe's own."""
 
-    def __init__(self, recipe: Any) -> None:
-        self.recipe = recipe
+    def __init__(self, recipe: Any, lockstep: bool = False) -> None:
+        self.recipe, self.lockstep = recipe, lockstep
 
-    def __getattr__(self, name: str) -> Any:  # baseline(), data_report(), ...: rank 0's alone
-        return getattr(self.recipe, name)
+    def __getattr__(self, name: str) -> Any:  # data_report(), provenance(), ...: rank 0's alone
+        found = getattr(self.recipe, name)
+        if name != "baseline" or not self.lockstep:
+            return found
+
+        def together() -> Any:  # fsdp: measuring the base needs every rank's shard
+            share(("call", name))
+            return found()
+
+        return together
 
     def __call__(self, spec: Any, on_eval: Any) -> Any:
         share(("trial", spec))
@@ -199,7 +207,14 @@ def follow(recipe: Any) -> int:
             raise RankLost(str(e)) from e
         if message is None:
             return trained
-        _, spec = message
+        kind, spec = message
+        if kind == "call":  # rank 0 measures the base (fsdp): the same forwards here
+            try:
+                getattr(recipe, spec)()
+            except Exception as e:
+                if lost_peer(e):
+                    raise RankLost(str(e)) from e
+            continue
         error: str | None = None
         try:
             recipe(spec, lambda step, metrics: False)

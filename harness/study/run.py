@@ -105,7 +105,8 @@ def run_sweep(
         recipe = real_recipe(cfg)
     if not ranks.launched():
         return _run(cfg, url, recipe, console, callbacks, start)
-    leader = ranks.Leader(recipe)  # each trial's spec and decisions go to the other ranks
+    # Each trial's spec and decisions go to the other ranks; fsdp: they measure the base with rank 0.
+    leader = ranks.Leader(recipe, lockstep=cfg.training.distributed == "fsdp")
     try:
         outcome = _run(cfg, url, leader, console, callbacks, start)
     except Exception:

@@ -350,11 +350,11 @@ def watch(groups: list[list[subprocess.Popen[str]]], seen: dict[int, float]) -> 
     `seen`: group -> when rank 0 was seen done (inf once its ranks were stopped)."""
     for g, group in enumerate(groups):
         codes = [p.poll() for p in group]
-        if len(group) < 2 or seen.get(g) == math.inf or all(c is None for c in codes):
+        if len(group) < 2 or seen.get(g) == math.inf or None not in codes:
             continue
-        if all(c is not None for c in codes):
-            continue
-        if codes[0] == 0 and all(c in (None, 0) for c in codes[1:]):
+        if all(c in (None, 0) for c in codes):  # a follower that got stop leaves before rank 0 does
+            if codes[0] is None:
+                continue
             # rank 0 finished and sent stop: the others are on their way out
             if time.monotonic() - seen.setdefault(g, time.monotonic()) < RANK_GRACE_S:
                 continue

@@ -56,6 +56,8 @@ class EvalLoop(TrainerCallback):
         self.trainer: Any = None  # set by finetune: checkpoints need the optimizer, scheduler and state
         self.checkpoint_dir = trialdir.checkpoint_dir(spec.output_dir) if spec.number >= 0 else None
         self.max_steps, self.eval_steps = trial_steps(spec, fixtures)
+        # fsdp: the base is sharded, so every forward (evals, generation) needs every rank.
+        self.lockstep = lockstep(spec)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -89,13 +91,15 @@ class EvalLoop(TrainerCallback):
         if step % self.eval_steps and step < state.max_steps:
             return
         # Several ranks: rank 0 measures on the unwrapped model and decides, the others wait for its
-        # decision (ranks.decide); so an eval is computed once, never once per rank.
-        if ranks.decide(lambda: self.judge(step, state, control, model)):
+        # decision (ranks.decide); so an eval is computed once, never once per rank. With fsdp every rank
+        # runs the forwards (the base is sharded) and rank 0's figures are the ones kept.
+        measured = self.measure(model, self.generate_each_eval) if self.lockstep else None
+        if ranks.decide(lambda: self.judge(step, state, control, model, measured)):
             control.should_training_stop = True
 
-    def judge(self, step: int, state: Any, control: Any, model: Any) -> bool:
+    def judge(self, step: int, state: Any, control: Any, model: Any, measured: dict | None = None) -> bool:
         """One eval: measure, keep the best, early stopping, pruning, checkpoint -> True to stop."""
-        metrics = self.measure(model, self.generate_each_eval)
+        metrics = measured if measured is not None else self.measure(model, self.generate_each_eval)
         metrics["step"] = step
         if not math.isfinite(metrics.get("eval_loss", 0.0)):
             raise NonFiniteLoss(f"non-finite loss at step {step} (eval_loss {metrics['eval_loss']})")
@@ -288,6 +292,34 @@ def release(base: Any, peft_model: Any, forward: Any) -> None:
     else:
         base.forward = forward
     base.eval()
+
+
+def lockstep(spec: TrialSpec) -> bool:
+    """Every rank runs every forward of the trial (fsdp on several ranks: the base is sharded)."""
+    return spec.training.distributed == "fsdp" and devices() > 1
+
+
+def average_adapter_grads(trainer: Any, spec: TrialSpec) -> None:
+    """fsdp: the adapter is whole on every rank (base.shard_frozen), so its gradients are averaged over
+    the ranks here, as DDP would, and the Trainer does not wrap the model in DDP (which cannot take the
+    sharded base): accelerate's prepare_model in its evaluation mode places the model without wrapping."""
+    import functools
+
+    import torch.distributed as dist
+
+    k = devices()
+
+    def average(p: torch.Tensor) -> None:
+        # After each backward: p.grad holds the ranks' already-averaged earlier micro-batches plus this
+        # rank's new one, so the average stays exact under gradient accumulation.
+        dist.all_reduce(p.grad)
+        p.grad.div_(k)
+
+    for p in trainer.model.parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(average)
+    accelerator = trainer.accelerator
+    accelerator.prepare_model = functools.partial(accelerator.prepare_model, evaluation_mode=True)
 
 
 def devices() -> int:

@@ -95,7 +95,7 @@ def worker_envs(
         raise WorkersError(f"--workers {n}: give 1 or more")
     if gpus_per_worker is not None and gpus_per_worker < 1:
         raise WorkersError(f"--devices-per-worker {gpus_per_worker}: give 1 or more")
-    if gpus_per_worker and gpus_per_worker > 1 and not gpus and ranks == 1:
+    if gpus_per_worker and not gpus and ranks == 1:
         raise WorkersError(
             f"--devices-per-worker {gpus_per_worker}: this machine shows no GPU (CUDA_VISIBLE_DEVICES or "
             "nvidia-smi); on CPU a worker spans several cores only as ranks of training.distributed: "
@@ -107,7 +107,7 @@ def worker_envs(
             f"--workers {n} with {per} GPU(s) each needs {n * per} GPUs; this machine has {len(gpus)} "
             f"({','.join(gpus)}): use --workers {max(1, len(gpus) // per)}"
         )
-    if not gpus and n * ranks > cores:
+    if not gpus and ranks > 1 and n * ranks > cores:  # workers of one process each may share a core
         raise WorkersError(
             f"--workers {n} with {ranks} ranks each needs {n * ranks} CPU cores (one a rank); this machine "
             f"has {cores}: use --workers {max(1, cores // ranks)} or --devices-per-worker {max(1, cores // n)}"

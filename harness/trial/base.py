@@ -180,7 +180,11 @@ def tokenizer(key: dict[str, Any], model_cfg: ModelConfig, model_path: str) -> A
 
 @cache.session_fixture
 def base_model(
-    key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gradient_checkpointing: bool, shard: bool = False
+    key: dict[str, Any],
+    model_cfg: ModelConfig,
+    model_path: str,
+    gradient_checkpointing: bool,
+    shard: bool = False,
 ) -> Any:
     """The frozen, quantized base, prepared for k-bit training once for all trials. Called with
     `keep=model.max_cached_bases` (session.get): a worker holds at most that many bases at once.

@@ -372,6 +372,10 @@ def training_args(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> di
         "dataloader_num_workers": 0,
         # K ranks (training.distributed): the group is started (core.ranks.start); batches are sharded
         # over it and the loss is averaged over all ranks' tokens (average_tokens_across_devices).
-        **({"ddp_backend": "nccl" if cuda else "gloo", "ddp_find_unused_parameters": False} if devices() > 1 else {}),
+        **(
+            {"ddp_backend": "nccl" if cuda else "gloo", "ddp_find_unused_parameters": False}
+            if devices() > 1
+            else {}
+        ),
         "average_tokens_across_devices": True,
     }

@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 
 from harness.core import ranks, trialdir
 from harness.errors import HarnessError
-from harness.sweepfile.load import load_sweep
 from harness.study import failures, workers
+from harness.sweepfile.load import load_sweep
 
 DDP = ["training.distributed=ddp", "--devices-per-worker", "2"]
 

@@ -109,8 +109,9 @@ def worker_envs(
         )
     if not gpus and ranks > 1 and n * ranks > cores:  # workers of one process each may share a core
         raise WorkersError(
-            f"--workers {n} with {ranks} ranks each needs {n * ranks} CPU cores (one a rank); this machine "
-            f"has {cores}: use --workers {max(1, cores // ranks)} or --devices-per-worker {max(1, cores // n)}"
+            f"--workers {n} with {ranks} ranks each needs {n * ranks} CPU cores (one a rank); this "
+            f"machine has {cores}: use --workers {max(1, cores // ranks)} or --devices-per-worker "
+            f"{max(1, cores // n)}"
         )
     threads = str(max(1, cores // (n * ranks) if not gpus else cores // n))
     envs = []

@@ -312,8 +312,9 @@ def average_adapter_grads(trainer: Any, spec: TrialSpec) -> None:
     def average(p: torch.Tensor) -> None:
         # After each backward: p.grad holds the ranks' already-averaged earlier micro-batches plus this
         # rank's new one, so the average stays exact under gradient accumulation.
-        dist.all_reduce(p.grad)
-        p.grad.div_(k)
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(k)
 
     for p in trainer.model.parameters():
         if p.requires_grad:

@@ -159,6 +159,46 @@ def test_a_rank_killed_mid_trial_interrupts_it_and_the_next_run_retries_it(tmp_p
     assert metrics(Path(retries[0].user_attrs["trial_dir"]))["world_size"] == 2
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
+    """SIGTERM (what Ctrl-C becomes for the pool) to `sweep run`: every rank stops, the trial is queued."""
+    argv = [*DDP, "budget.max_steps=40", "budget.eval_steps=4", "--n-trials", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(SWEEP),
+        *TINY,
+        "--results-dir",
+        str(tmp_path),
+        *argv,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    pids: list[int] = []
+    for line in proc.stdout:
+        m = re.search(r"w0 pid (\d+)\+(\d+)", line)
+        if m:
+            pids = [int(m.group(1)), int(m.group(2))]
+        if " step " in line:  # a trial is training on both ranks
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=180)
+    assert proc.returncode == 143
+    for pid in pids:  # no rank left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    s = study(tmp_path)
+    assert not s.get_trials(states=(TrialState.RUNNING,))
+    (interrupted,) = [t for t in s.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
+    (waiting,) = s.get_trials(states=(TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == interrupted.params
+
+
 def test_ranks_of_a_worker_are_stopped_when_one_dies():
     """The launcher's watch: a rank that exits non-zero gets its siblings one SIGTERM at once."""
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -194,6 +234,8 @@ def test_the_rank_plan_and_its_refusals(monkeypatch):
     dpo = load_sweep(ROOT / "sweeps/pricer-dpo.yaml", ["training.distributed=ddp"])
     with pytest.raises(HarnessError, match="trainer: sft"):
         workers.plan_ranks(dpo, workers.Pool(1, 2), [])
+    with pytest.raises(HarnessError, match="sweep confirm STUDY"):
+        plan("training.distributed=ddp", "confirm={top: 1, seeds: 1}")
     with pytest.raises(HarnessError, match="needs 4 CPU cores"):
         workers.worker_envs(2, [], cores=2, ranks=2)
     envs = workers.rank_envs({"OMP_NUM_THREADS": "1"}, 2, 29500)

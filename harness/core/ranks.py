@@ -115,7 +115,7 @@ def lost_peer(e: BaseException) -> bool:
         return False
     backend_error = getattr(torch.distributed, "DistBackendError", ())
     text = str(e).lower()
-    words = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo")
+    words = ("connection closed", "connection reset", "broken pipe", "timed out", "gloo", "nccl")
     return isinstance(e, backend_error) or (isinstance(e, RuntimeError) and any(w in text for w in words))
 
 

@@ -146,6 +146,11 @@ def plan_ranks(cfg: SweepConfig, pool: Pool | None, gpus: list[str]) -> int:
         )
     if cfg.trainer != "sft":
         raise WorkersError(f"{where}: {how} runs trainer: sft; trainer: {cfg.trainer} trains on one device")
+    if cfg.confirm is not None:
+        raise WorkersError(
+            f"{where}: {how} with confirm: (seed repeats right after the sweep) is not supported: leave "
+            "confirm: out and run `sweep confirm STUDY` once the sweep is done"
+        )
     quantized = {cfg.model.quantization} | {
         str(v) for name, spec in cfg.parameters.items() if name == "quantization" for v in spec.candidates()
     }

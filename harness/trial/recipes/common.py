@@ -176,7 +176,8 @@ def evaluate(
     """Loss metrics on the fixed eval subset; generation metrics on the fixed generation subset."""
     from harness.trial import evaluation as ev
 
-    nll, n = ev.token_nll(model, fixtures.eval_batches)
+    batches = fixtures.eval_batches
+    nll, n = ev.sharded_token_nll(model, batches) if lockstep(spec) else ev.token_nll(model, batches)
     metrics = {"eval_loss": nll / max(n, 1), "perplexity": ev.perplexity(nll, n)}
     rows: list[dict[str, Any]] = []
     if generate and fixtures.generation_rows:

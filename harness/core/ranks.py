@@ -69,7 +69,8 @@ def start() -> None:
     if dist.is_initialized():
         return
     cuda = torch.cuda.is_available()
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # srun sets neither: one host unless told
+    os.environ.setdefault("MASTER_PORT", "29500")  # torchrun's default
     if cuda:
         torch.cuda.set_device(local_rank())
     timeout = float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S))

@@ -111,8 +111,21 @@ def test_two_ranks_of_batch_4_train_like_one_process_of_batch_8(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_rank_killed_mid_trial_interrupts_it_and_the_next_run_retries_it(tmp_path):
-    argv = [*DDP, "budget.max_steps=40", "budget.eval_steps=4", "--n-trials", "2"]
+@pytest.mark.parametrize(
+    "how",
+    [["training.distributed=ddp"], ["training.distributed=fsdp", "model.quantization=none"]],
+    ids=["ddp", "fsdp"],
+)
+def test_a_rank_killed_mid_trial_interrupts_it_and_the_next_run_retries_it(tmp_path, how):
+    argv = [
+        *how,
+        "--devices-per-worker",
+        "2",
+        "budget.max_steps=40",
+        "budget.eval_steps=4",
+        "--n-trials",
+        "2",
+    ]
     cmd = [
         sys.executable,
         "-m",

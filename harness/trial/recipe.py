@@ -86,6 +86,8 @@ def finetune(
             compat.skip_checkpoint_model_load(trainer)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
+        if loop.lockstep:  # the scoring below runs on every rank: on rank 0's best adapter, if it runs
+            loop.pruned, loop.best_state = ranks.share((loop.pruned, loop.best_state))
         if loop.best_state is not None:
             restore_adapter(model, loop.best_state)
         best_entry = next((h for h in loop.history if h["step"] == loop.best_step), {})

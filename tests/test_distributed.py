@@ -268,6 +268,7 @@ def test_the_rank_plan_and_its_refusals(monkeypatch):
         (["training.distributed=ddp"], "--devices-per-worker 2 or more"),
         (["training.distributed=fsdp", "--devices-per-worker", "2"], "quantization: none"),
         (["training.distributed=ddp", "--devices-per-worker", "64"], "CPU cores"),
+        (["--devices-per-worker", "2"], "set training.distributed=ddp"),
         (["parameters.distributed={values: [none, ddp]}"], "parameters.distributed: not a tunable setting"),
     ],
 )

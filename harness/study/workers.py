@@ -138,6 +138,11 @@ def plan_ranks(cfg: SweepConfig, pool: Pool | None, gpus: list[str]) -> int:
                 f"this process is rank {ranks.rank()} of {k} (RANK/WORLD_SIZE are set: torchrun, srun), but "
                 f"{where} is none: set {where}=ddp or fsdp, or start one `sweep run` per worker"
             )
+        if k > 1 and not gpus:
+            raise WorkersError(
+                f"--devices-per-worker {k}: this machine shows no GPU, and on CPU a trial spans several "
+                f"cores only as ranks: set {where}=ddp (or fsdp), or leave the option out"
+            )
         return 1
     if k < 2:
         raise WorkersError(

@@ -220,6 +220,27 @@ def test_ranks_of_a_worker_are_stopped_when_one_dies():
     assert workers._group_code([0, -signal.SIGKILL]) == -signal.SIGKILL  # the killed rank is the news
 
 
+def test_rank_0s_recipe_keeps_exactly_the_recipes_protocols():
+    """run_sweep asks isinstance(recipe, MeasuresBaseline) etc.; the Leader wrapping must answer as the
+    recipe would (statically: Python 3.12 looks protocol attributes up with getattr_static)."""
+    import inspect
+
+    from harness.core.spec import MeasuresBaseline, ReportsData, ReportsProvenance
+
+    class Partial:
+        def __call__(self, spec, on_eval):
+            return "trained"
+
+        def baseline(self):
+            return {"eval_loss": 1.0}
+
+    leader = ranks.Leader(Partial())
+    assert isinstance(leader, MeasuresBaseline) and not isinstance(leader, (ReportsData, ReportsProvenance))
+    assert inspect.getattr_static(leader, "baseline")() == {"eval_loss": 1.0}
+    assert not inspect.getattr_static(leader, "data_report", None)
+    assert leader(None, None) == "trained"  # no process group: nothing to tell, the recipe runs
+
+
 # ----------------------------------------------------------------------------------------------------
 # What cannot run here fails at load (exit 2, nothing written)
 

@@ -155,18 +155,27 @@ def decide(leader: Callable[[], bool]) -> bool:
     return bool(value)
 
 
+OPTIONAL = ("baseline", "data_report", "dropped_rows", "provenance", "task_baselines")
+LOCKSTEP = ("baseline",)
+"""Of those, what runs forwards of the base: with fsdp every rank must run it with rank 0."""
+
+
 class Leader:
     """Rank 0's recipe: each trial's spec goes to the other ranks before rank 0 trains it, and a trial any
     rank failed fails here (rank 0's own exception first). Everything else is the recipe's own."""
 
     def __init__(self, recipe: Any, lockstep: bool = False) -> None:
         self.recipe, self.lockstep = recipe, lockstep
+        # The recipe's optional protocols (harness.core.spec: MeasuresBaseline, ReportsData, ...), rank
+        # 0's alone, set on the instance rather than found by __getattr__: isinstance() checks of runtime
+        # protocols look attributes up statically from Python 3.12 on.
+        for name in OPTIONAL:
+            found = getattr(recipe, name, None)
+            if callable(found):
+                setattr(self, name, self._together(name, found) if name in LOCKSTEP and lockstep else found)
 
-    def __getattr__(self, name: str) -> Any:  # data_report(), provenance(), ...: rank 0's alone
-        found = getattr(self.recipe, name)
-        if name != "baseline" or not self.lockstep:
-            return found
-
+    @staticmethod
+    def _together(name: str, found: Callable[[], Any]) -> Callable[[], Any]:
         def together() -> Any:  # fsdp: measuring the base needs every rank's shard
             share(("call", name))
             return found()

@@ -155,11 +155,6 @@ def decide(leader: Callable[[], bool]) -> bool:
     return bool(value)
 
 
-OPTIONAL = ("baseline", "data_report", "dropped_rows", "provenance", "task_baselines")
-LOCKSTEP = ("baseline",)
-"""Of those, what runs forwards of the base: with fsdp every rank must run it with rank 0."""
-
-
 class Leader:
     """Rank 0's recipe: each trial's spec goes to the other ranks before rank 0 trains it, and a trial any
     rank failed fails here (rank 0's own exception first). Everything else is the recipe's own."""
@@ -169,10 +164,24 @@ class Leader:
         # The recipe's optional protocols (harness.core.spec: MeasuresBaseline, ReportsData, ...), rank
         # 0's alone, set on the instance rather than found by __getattr__: isinstance() checks of runtime
         # protocols look attributes up statically from Python 3.12 on.
-        for name in OPTIONAL:
-            found = getattr(recipe, name, None)
-            if callable(found):
-                setattr(self, name, self._together(name, found) if name in LOCKSTEP and lockstep else found)
+        from harness.core import spec
+
+        optional = (
+            spec.MeasuresBaseline,
+            spec.ReportsData,
+            spec.ReportsDroppedRows,
+            spec.ReportsProvenance,
+            spec.MeasuresTaskBaselines,
+        )
+        # Of those, measuring the base runs forwards: with fsdp every rank runs them with rank 0.
+        together = spec.MeasuresBaseline.baseline.__name__
+        for protocol in optional:
+            for name in [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]:
+                found = getattr(recipe, name, None)
+                if callable(found):
+                    setattr(
+                        self, name, self._together(name, found) if name == together and lockstep else found
+                    )
 
     @staticmethod
     def _together(name: str, found: Callable[[], Any]) -> Callable[[], Any]:

@@ -73,6 +73,31 @@ def test_fsdp_plain_lora_trains_a_trial_on_two_ranks(tmp_path):
     assert (tmp_path / "pricer" / "best-adapter" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_ranks_started_by_a_launcher_join_and_only_rank_0_prints(tmp_path):
+    """What torchrun / srun do: K `sweep run` processes with RANK / WORLD_SIZE / MASTER_PORT set."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(SWEEP), *TINY, "--results-dir", str(tmp_path)]
+    cmd += ["training.distributed=ddp", "--n-trials", "1"]
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}
+    port = str(workers.free_port())
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "MASTER_PORT": port},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    (out0, err0), (out1, err1) = (p.communicate(timeout=300) for p in procs)
+    assert procs[0].returncode in (0, 1) and procs[1].returncode == 0, out0[-3000:] + err0[-3000:] + err1
+    assert "trial   0" in out0 and out1 == ""  # rank 1 trained, silently
+    (t,) = study(tmp_path).get_trials(states=(TrialState.COMPLETE,))
+    assert metrics(Path(t.user_attrs["trial_dir"]))["world_size"] == 2
+
+
 ONE_POINT = [
     "search_space=null",
     "parameters.learning_rate=0.003",

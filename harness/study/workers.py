@@ -189,8 +189,7 @@ def free_port() -> int:
 
 def device_text(env: dict[str, str]) -> str:
     gpus = env.get("CUDA_VISIBLE_DEVICES")
-    ranks = f" {env['WORLD_SIZE']} ranks" if "WORLD_SIZE" in env else ""
-    return (f"cuda:{gpus}" if gpus else f"cpu×{env['OMP_NUM_THREADS']}") + ranks
+    return f"cuda:{gpus}" if gpus else f"cpu×{env['OMP_NUM_THREADS']}"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -345,7 +345,8 @@ def _follow(groups: list[list[subprocess.Popen[str]]], out: Output) -> list[int]
                 out.line(i, text)
             watch(groups, seen)
     except KeyboardInterrupt:
-        stop([p for _, p in procs], lines, out)
+        stop([g[0] for g in groups], lines, out)  # rank 0s first: they re-queue while the others answer
+        stop([p for g in groups for p in g[1:]], lines, out)
         raise
     return [_group_code([p.wait() for p in group]) for group in groups]
 

@@ -14,6 +14,7 @@ BENCHES = [
     "bench_memory",  # P5 peak RSS growth over 20 trials in one worker; GPU: QLoRA vs bf16 LoRA peak
     "bench_sampler",  # P7 sampler + storage ms per trial at 1,000 trials (SQLite; journal, PostgreSQL)
     "bench_workers",  # P6 --workers 2 vs 1 worker on both cores; SQLite cost per trial at 1/2/4 workers
+    "bench_ddp",  # P8 optimizer steps/s of one trial on 2 ranks x 1 thread vs 1 rank x 1 thread (ddp)
 ]
 # `make bench-quality` (python -m benchmarks.quality, ~48 min): P3 time to a near-best config, harness vs
 # HF hyperparameter_search, W&B-style random search and an Axolotl-style grid. It replaced P2 (the same

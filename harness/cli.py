@@ -57,7 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         "`sweep run` in N terminals or on N machines sharing --storage does the same",
     )
     run.add_argument(
-        "--gpus-per-worker", type=int, metavar="K", help="GPUs per worker with --workers (default 1)"
+        "--devices-per-worker",
+        "--gpus-per-worker",
+        dest="devices_per_worker",
+        type=int,
+        metavar="K",
+        help="devices per worker (default 1): GPUs each worker sees; with training.distributed=ddp|fsdp "
+        "each trial trains on K ranks, one a device (on CPU: one a core)",
     )
     run.add_argument(
         "--recipe",
@@ -157,7 +163,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         overrides.append(f"results_dir={args.results_dir}")
     if args.workers < 1 or (args.workers > 1 and args.smoke):
         raise WorkersError(f"--workers {args.workers}: give 1 or more (and not with --smoke, a 1-trial run)")
-    pool = Pool(args.workers, args.gpus_per_worker, args.recipe, tuple(overrides), args.worker_id)
+    pool = Pool(args.workers, args.devices_per_worker, args.recipe, tuple(overrides), args.worker_id)
     return run_path(
         args.file,
         overrides,
@@ -317,8 +323,12 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    err = Console(stderr=True, highlight=False)
+    from harness.core import ranks
+
+    # One trial on K ranks (training.distributed): rank 0 speaks for all of them.
+    quiet = ranks.follower()
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160, quiet=quiet)
+    err = Console(stderr=True, highlight=False, quiet=quiet)
     parser = _parser()
     try:
         # Overrides may come after options (`run f.yaml --n-trials 3 budget.max_steps=20`): argparse leaves

@@ -54,3 +54,8 @@ def test_unsloth_without_cuda_is_refused_before_loading_anything(tmp_path: Path)
 def test_unsloth_refuses_a_quantization_it_cannot_load(tmp_path: Path, overrides: tuple[str, ...]) -> None:
     text = refused(tmp_path, *overrides, path=(fake_unsloth(tmp_path),))
     assert "model.quantization fp4: Unsloth loads nf4, int8, none" in text
+
+
+def test_unsloth_with_several_ranks_per_trial_is_refused(tmp_path: Path) -> None:
+    text = refused(tmp_path, "training.distributed=ddp", path=(fake_unsloth(tmp_path),))
+    assert "Unsloth trains a trial on one GPU" in text

@@ -82,6 +82,7 @@ MAX_STEPS = "max_steps_used"  # the optimizer steps it was budgeted: budget.max_
 EVAL_STEPS = (
     "eval_steps_used"  # the steps between its evals (derived when eval_steps is a fraction of an epoch)
 )
+WORLD_SIZE = "world_size"  # the ranks that trained it (training.distributed; TrialResult.world_size), >1 only
 TRAINED = "trained_on"  # what the adapter really covered: {lora_modules, base_layer} (TrialResult.trained)
 COST = "trial_cost"  # what it spent: {wall_s, devices, device_s, steps, tokens, peak_memory_mb}
 # (harness.core.cost), also metrics.json's "cost"; objective, when the trial ends however it ends

@@ -296,6 +296,8 @@ def record(
         written[attrs.PRUNED_AT] = result.steps_run
     if result.trained:
         written[attrs.TRAINED] = dict(result.trained)
+    if result.world_size > 1:
+        written[attrs.WORLD_SIZE] = result.world_size
     written.update(monitor.measured(resources or {}))
     if cost is not None:
         written[attrs.COST] = cost.to_dict()

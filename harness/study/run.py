@@ -20,7 +20,7 @@ import optuna
 from rich.console import Console
 
 from harness import compat, tasks
-from harness.core import attrs, badrows, cost, lengths, trialdir
+from harness.core import attrs, badrows, cost, lengths, ranks, trialdir
 from harness.core import provenance as recorded
 from harness.core.display import SHORT
 from harness.core.display import fmt as _fmt
@@ -97,11 +97,41 @@ def run_sweep(
     url = st.storage_url(cfg, storage)
     st.check_url(url)
     start = time.perf_counter()
+    ranks.start()  # rank 0 of K (training.distributed): join the group before any Trainer exists
     if recipe is None:
         console.print(
             f"[bold]{cfg.name}[/]: loading base model and data ({cfg.model.name}, {cfg.dataset.source})"
         )
         recipe = real_recipe(cfg)
+    if not ranks.launched():
+        return _run(cfg, url, recipe, console, callbacks, start)
+    # Each trial's spec and decisions go to the other ranks; fsdp: they measure the base with rank 0.
+    leader = ranks.Leader(recipe, lockstep=cfg.training.distributed == "fsdp")
+    try:
+        outcome = _run(cfg, url, leader, console, callbacks, start)
+    except Exception:
+        leader.stop()
+        raise
+    leader.stop()
+    return outcome
+
+
+def follow_sweep(cfg: SweepConfig, recipe: Recipe | None = None) -> int:
+    """A non-zero rank of a distributed worker (training.distributed): the same base and data, then each
+    trial rank 0 sends, until it says stop. Never opens the storage; returns the trials trained."""
+    quiet_libraries()
+    ranks.start()
+    return ranks.follow(recipe if recipe is not None else real_recipe(cfg))
+
+
+def _run(
+    cfg: SweepConfig,
+    url: str,
+    recipe: Recipe,
+    console: Console,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+    start: float,
+) -> RunOutcome:
     optuna_storage = st.open_storage(url)
     try:
         study = resume.open_study(cfg, optuna_storage, url)

@@ -3,9 +3,14 @@
 The workers meet only in the storage and the results folder (design.md), exactly as N `sweep run`s started
 by hand in N terminals do; this module adds what one command owes its user on top of that:
 
-- devices: with GPUs, `--gpus-per-worker K` (default 1) GPUs per worker through CUDA_VISIBLE_DEVICES;
-  the CPU cores are split between the workers (torch reads OMP_NUM_THREADS at start), since small models
-  scale badly across threads and N processes on one thread each beat one on N;
+- devices: with GPUs, `--devices-per-worker K` (alias `--gpus-per-worker`, default 1) GPUs per worker
+  through CUDA_VISIBLE_DEVICES; the CPU cores are split between the workers (torch reads OMP_NUM_THREADS
+  at start), since small models scale badly across threads and N processes on one thread each beat one
+  on N;
+- ranks: with `training.distributed: ddp | fsdp` a worker is K processes, one per device (on CPU: one
+  per core share), started here with RANK / WORLD_SIZE / MASTER_PORT (a free port per worker), each the
+  same worker command (harness.core.ranks: rank 0 owns the trial). The ranks of a worker live and die
+  together: when one exits, the others are stopped (SIGTERM) rather than left waiting in a collective;
 - one combined progress display: every worker's lines, tagged `w0`, `w1`, ..., the trial counter
   being the study's, and identical error lines printed once;
 - one exit code and one verdict: the sweep is judged (table, `expect:`) once all workers are done;
@@ -16,6 +21,7 @@ by hand in N terminals do; this module adds what one command owes its user on to
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
@@ -45,7 +51,7 @@ FINISHED = ("done", "pruned", "failed")
 
 
 class WorkersError(HarnessError):
-    """--workers / --gpus-per-worker that cannot be honoured on this machine."""
+    """--workers / --devices-per-worker / training.distributed that cannot be honoured on this machine."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Pool:
     """How `sweep run` was asked to run: N workers, or (worker set) as one worker of someone's pool."""
 
     n: int = 1
-    gpus_per_worker: int | None = None
+    devices_per_worker: int | None = None
     recipe: str | None = None
     """`module:function` for the workers (`sweep run --recipe`), passed on to each."""
     overrides: tuple[str, ...] = ()
@@ -81,17 +87,19 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def worker_envs(
-    n: int, gpus: list[str], cores: int, gpus_per_worker: int | None = None
+    n: int, gpus: list[str], cores: int, gpus_per_worker: int | None = None, ranks: int = 1
 ) -> list[dict[str, str]]:
-    """The environment each of `n` workers gets on top of this one's (devices and threads)."""
+    """The environment each of `n` workers gets on top of this one's (devices and threads); `ranks`: the
+    processes of each worker (training.distributed), which share its threads on CPU."""
     if n < 1:
         raise WorkersError(f"--workers {n}: give 1 or more")
     if gpus_per_worker is not None and gpus_per_worker < 1:
-        raise WorkersError(f"--gpus-per-worker {gpus_per_worker}: give 1 or more")
-    if gpus_per_worker and not gpus:
+        raise WorkersError(f"--devices-per-worker {gpus_per_worker}: give 1 or more")
+    if gpus_per_worker and not gpus and ranks == 1:
         raise WorkersError(
-            f"--gpus-per-worker {gpus_per_worker}: this machine shows no GPU (CUDA_VISIBLE_DEVICES or "
-            "nvidia-smi); on CPU the workers share the cores, leave the option out"
+            f"--devices-per-worker {gpus_per_worker}: this machine shows no GPU (CUDA_VISIBLE_DEVICES or "
+            "nvidia-smi); on CPU a worker spans several cores only as ranks of training.distributed: "
+            "ddp or fsdp, else the workers share the cores: leave the option out"
         )
     per = gpus_per_worker or 1
     if gpus and n * per > len(gpus):
@@ -99,7 +107,13 @@ def worker_envs(
             f"--workers {n} with {per} GPU(s) each needs {n * per} GPUs; this machine has {len(gpus)} "
             f"({','.join(gpus)}): use --workers {max(1, len(gpus) // per)}"
         )
-    threads = str(max(1, cores // n))
+    if not gpus and ranks > 1 and n * ranks > cores:  # workers of one process each may share a core
+        raise WorkersError(
+            f"--workers {n} with {ranks} ranks each needs {n * ranks} CPU cores (one a rank); this "
+            f"machine has {cores}: use --workers {max(1, cores // ranks)} or --devices-per-worker "
+            f"{max(1, cores // n)}"
+        )
+    threads = str(max(1, cores // (n * ranks) if not gpus else cores // n))
     envs = []
     for i in range(n):
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -107,6 +121,70 @@ def worker_envs(
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[i * per : (i + 1) * per])
         envs.append(env)
     return envs
+
+
+def plan_ranks(cfg: SweepConfig, pool: Pool | None, gpus: list[str]) -> int:
+    """The ranks each worker's trials train on, checked at load (a WorkersError, exit 2, before anything
+    is written): K with training.distributed (K from --devices-per-worker, or the launcher's WORLD_SIZE
+    for a process started by torchrun/srun), else 1. What cannot run here is refused now, never mid-trial."""
+    from harness.core import ranks
+
+    how = cfg.training.distributed
+    k = ranks.world() if ranks.launched() else (pool.devices_per_worker if pool else None) or 1
+    where = "training.distributed"
+    if how == "none":
+        if ranks.launched():
+            raise WorkersError(
+                f"this process is rank {ranks.rank()} of {k} (RANK/WORLD_SIZE are set: torchrun, srun), but "
+                f"{where} is none: set {where}=ddp or fsdp, or start one `sweep run` per worker"
+            )
+        if k > 1 and not gpus:
+            raise WorkersError(
+                f"--devices-per-worker {k}: this machine shows no GPU, and on CPU a trial spans several "
+                f"cores only as ranks: set {where}=ddp (or fsdp), or leave the option out"
+            )
+        return 1
+    if k < 2:
+        raise WorkersError(
+            f"{where}: {how} trains each trial on several ranks: give --devices-per-worker 2 or more (one "
+            "rank a device; on CPU a core each), or launch the ranks yourself (torchrun --nproc-per-node K)"
+        )
+    if cfg.trainer != "sft":
+        raise WorkersError(f"{where}: {how} runs trainer: sft; trainer: {cfg.trainer} trains on one device")
+    if cfg.confirm is not None:
+        raise WorkersError(
+            f"{where}: {how} with confirm: (seed repeats right after the sweep) is not supported: leave "
+            "confirm: out and run `sweep confirm STUDY` once the sweep is done"
+        )
+    quantized = {cfg.model.quantization} | {
+        str(v) for name, spec in cfg.parameters.items() if name == "quantization" for v in spec.candidates()
+    }
+    if how == "fsdp" and quantized - {"none"}:
+        which = ", ".join(sorted(quantized - {"none"}))
+        if not gpus or "int8" in quantized:
+            raise WorkersError(
+                f"{where}: fsdp with model.quantization {which}: bitsandbytes' quantized weights cannot be "
+                f"sharded {'on CPU' if not gpus else '(int8)'}; use model.quantization: none (plain LoRA) "
+                "with fsdp, or training.distributed: ddp"
+            )
+    return k
+
+
+def rank_envs(worker_env: dict[str, str], k: int, port: int) -> list[dict[str, str]]:
+    """The environment of each of a worker's `k` ranks: who it is and where rank 0 listens."""
+    base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(k)}
+    return [
+        {**worker_env, **base, "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": str(k)}
+        for r in range(k)
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def device_text(env: dict[str, str]) -> str:
@@ -187,31 +265,37 @@ def run_pool(
     from harness.study import storage as st
     from harness.study.run import RunOutcome
 
-    envs = worker_envs(pool.n, visible_gpus(), os.cpu_count() or 1, pool.gpus_per_worker)
+    gpus = visible_gpus()
+    k = plan_ranks(cfg, pool, gpus)
+    envs = worker_envs(pool.n, gpus, os.cpu_count() or 1, pool.devices_per_worker, k)
     url = st.storage_url(cfg, storage)
     st.check_url(url)
     before = _existing(url, cfg.name)
     start = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            worker_command(path, storage, pool, i),
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for i, env in enumerate(envs)
+    groups = [
+        [
+            subprocess.Popen(
+                worker_command(path, storage, pool, i),
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            for env in (rank_envs(worker_env, k, free_port()) if k > 1 else [worker_env])
+        ]
+        for i, worker_env in enumerate(envs)
     ]
     shown = ", ".join(
-        f"w{i} pid {p.pid} {device_text(e)}" for i, (p, e) in enumerate(zip(procs, envs, strict=True))
+        f"w{i} pid {'+'.join(str(p.pid) for p in group)} {device_text(e)}"
+        + (f" × {k} ranks" if k > 1 else "")
+        for i, (group, e) in enumerate(zip(groups, envs, strict=True))
     )
-    console.print(
-        f"{cfg.name}: {pool.n} workers on {st.mask_url(url)}: {shown}", markup=False, soft_wrap=True
-    )
+    what = f"{pool.n} worker{'s' if pool.n > 1 else ''}"
+    console.print(f"{cfg.name}: {what} on {st.mask_url(url)}: {shown}", markup=False, soft_wrap=True)
     done = failures.done(before) if before is not None else 0
     out = Output(console, err, done, cfg.budget.n_trials)
-    codes = _follow(procs, out)
+    codes = _follow(groups, out)
     status, why = combined_exit(codes)
     if status == "error":  # a user error: every worker met the same one, printed once above
         return PoolResult(None, status, "; ".join(e.removeprefix("error: ") for e in out.errors))
@@ -231,10 +315,12 @@ def _existing(url: str, name: str):  # -> optuna.Study | None
         return None
 
 
-def _follow(procs: list[subprocess.Popen[str]], out: Output) -> list[int]:
+def _follow(groups: list[list[subprocess.Popen[str]]], out: Output) -> list[int]:
     """Print the workers' lines as they come until all have exited; on Ctrl-C / SIGTERM stop them all
-    (one SIGTERM each), still printing what they say while they re-queue, then re-raise."""
+    (one SIGTERM each), still printing what they say while they re-queue, then re-raise. A worker of
+    several ranks lives and dies as one (`watch`); its code is rank 0's, or a rank's that was killed."""
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+    procs = [(i, p) for i, group in enumerate(groups) for p in group]
 
     def pump(i: int, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -242,24 +328,58 @@ def _follow(procs: list[subprocess.Popen[str]], out: Output) -> list[int]:
             lines.put((i, line.rstrip("\n")))
         lines.put((i, None))
 
-    readers = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    readers = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in procs]
     for r in readers:
         r.start()
+    seen: dict[int, float] = {}
     open_streams = len(procs)
     try:
         while open_streams:
             try:
                 i, text = lines.get(timeout=0.5)  # a timeout keeps the wait interruptible by Ctrl-C
             except queue.Empty:
-                continue
+                text = ""
             if text is None:
                 open_streams -= 1
-            else:
+            elif text:
                 out.line(i, text)
+            watch(groups, seen)
     except KeyboardInterrupt:
-        stop(procs, lines, out)
+        stop([g[0] for g in groups], lines, out)  # rank 0s first: they re-queue while the others answer
+        stop([p for g in groups for p in g[1:]], lines, out)
         raise
-    return [p.wait() for p in procs]
+    return [_group_code([p.wait() for p in group]) for group in groups]
+
+
+RANK_GRACE_S = 30.0
+"""How long the other ranks of a worker whose rank 0 finished get to leave on their own."""
+
+
+def watch(groups: list[list[subprocess.Popen[str]]], seen: dict[int, float]) -> None:
+    """A rank that died (or a rank 0 that finished) ends its worker: the other ranks get one SIGTERM,
+    instead of waiting in a collective for a rank that is gone (process-group timeout as the backstop).
+    `seen`: group -> when rank 0 was seen done (inf once its ranks were stopped)."""
+    for g, group in enumerate(groups):
+        codes = [p.poll() for p in group]
+        if len(group) < 2 or seen.get(g) == math.inf or None not in codes:
+            continue
+        if all(c in (None, 0) for c in codes):  # a follower that got stop leaves before rank 0 does
+            if codes[0] is None:
+                continue
+            # rank 0 finished and sent stop: the others are on their way out
+            if time.monotonic() - seen.setdefault(g, time.monotonic()) < RANK_GRACE_S:
+                continue
+        seen[g] = math.inf
+        for p in group:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+
+def _group_code(codes: list[int]) -> int:
+    """One worker's exit code from its ranks': a rank killed by a signal other than our SIGTERM (the
+    fault), else rank 0's (it owns the trial and the verdict)."""
+    killed = [c for c in codes if c < 0 and c != -signal.SIGTERM]
+    return killed[0] if killed else codes[0]
 
 
 def stop(procs: list[subprocess.Popen[str]], lines: queue.Queue[tuple[int, str | None]], out: Output) -> None:

@@ -46,8 +46,12 @@ def run_one(
     """Run (or resume) one sweep and judge it. User errors propagate as HarnessError (the caller decides
     whether they end the run or count as one file's error). A `worker` of `--workers N` only runs: its
     pool judges the study once every worker is done."""
-    from harness.study.run import run_sweep
+    from harness.core import ranks
+    from harness.study.run import follow_sweep, run_sweep
 
+    if ranks.follower():  # a rank of a distributed worker: rank 0 runs (and judges) the sweep
+        follow_sweep(cfg, recipe)
+        return SweepReport(path, "passed", cfg.name)
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
     if smoke:
@@ -148,7 +152,11 @@ def _run_item(
     if pool is None or pool.worker is None:  # once per sweep, not once per worker
         print_notes(item, console)
     try:
-        if pool is not None and pool.n > 1:
+        from harness.core import ranks
+        from harness.study.workers import plan_ranks, visible_gpus
+
+        k = plan_ranks(item.cfg, pool, visible_gpus())  # what cannot run here: exit 2, nothing written
+        if pool is not None and (pool.n > 1 or (k > 1 and not ranks.launched())):
             return _run_pool(item.cfg, item.path, storage, pool, console, err)
         worker = pool is not None and pool.worker is not None
         return run_one(

@@ -178,6 +178,11 @@ def _backend(cfg: SweepConfig) -> list[str]:
             "  - model.backend: unsloth is not installed here; install it with "
             "pip install 'harness[unsloth]' (it needs a CUDA GPU), or use backend: transformers"
         )
+    if cfg.training.distributed != "none":
+        out.append(
+            f"  - training.distributed {cfg.training.distributed}: Unsloth trains a trial on one GPU; use "
+            "distributed: none with it, or backend: transformers for ddp/fsdp"
+        )
     searched = cfg.parameters.get("quantization")
     kinds = {cfg.model.quantization, *(searched.candidates() if searched is not None else ())}
     bad = sorted(str(k) for k in kinds if k not in UNSLOTH_QUANTIZATION)

@@ -200,6 +200,11 @@ class TrainingConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """`auto` = on when training on a GPU (saves memory), off on CPU (only costs time there)."""
+    distributed: Literal["none", "ddp", "fsdp"] = "none"
+    """One trial on K ranks (`sweep run --devices-per-worker K`, or under torchrun/srun): `ddp` replicates
+    the base and adapter on every rank; `fsdp` shards the frozen base over the ranks (torch FSDP2
+    `fully_shard`) and replicates the small adapter. Rank 0 owns the trial; the effective batch is
+    per_device_train_batch_size * gradient_accumulation_steps * K. A fixed setting, not searchable."""
     completion_only_loss: bool = True
     """Train only on completion tokens; the prompt is context."""
     response_template: str | None = None
@@ -296,6 +301,7 @@ NOT_TUNABLE = {
     "completion_only_loss",
     "response_template",
     "gradient_checkpointing",
+    "distributed",
     "reward_functions",
     "reward_weights",
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from harness.core import ranks
 from harness.errors import ConfigError, closest
 from harness.sweepfile.schema import ModelConfig, TrainingConfig
 from harness.trial import cache
@@ -39,7 +40,9 @@ def check_backend(model_cfg: ModelConfig) -> None:
         )
 
 
-def quantization_config(model_cfg: ModelConfig, dtype: torch.dtype) -> Any | None:
+def quantization_config(model_cfg: ModelConfig, dtype: torch.dtype, shard: bool = False) -> Any | None:
+    """bitsandbytes' config for model.quantization. `shard` (training.distributed: fsdp): the 4-bit
+    weights are stored in the compute dtype, as FSDP needs one floating dtype to shard them (QLoRA+FSDP)."""
     from transformers import BitsAndBytesConfig
 
     if model_cfg.quantization == "none":
@@ -51,7 +54,7 @@ def quantization_config(model_cfg: ModelConfig, dtype: torch.dtype) -> Any | Non
         bnb_4bit_quant_type=model_cfg.quantization,
         bnb_4bit_use_double_quant=model_cfg.double_quant,
         bnb_4bit_compute_dtype=dtype,
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_quant_storage=dtype if shard else torch.uint8,
     )
 
 
@@ -187,10 +190,15 @@ def tokenizer(key: dict[str, Any], model_cfg: ModelConfig, model_path: str) -> A
 
 @cache.session_fixture
 def base_model(
-    key: dict[str, Any], model_cfg: ModelConfig, model_path: str, gradient_checkpointing: bool
+    key: dict[str, Any],
+    model_cfg: ModelConfig,
+    model_path: str,
+    gradient_checkpointing: bool,
+    shard: bool = False,
 ) -> Any:
     """The frozen, quantized base, prepared for k-bit training once for all trials. Called with
-    `keep=model.max_cached_bases` (session.get): a worker holds at most that many bases at once."""
+    `keep=model.max_cached_bases` (session.get): a worker holds at most that many bases at once.
+    `shard` (training.distributed: fsdp on K ranks): sharded over the ranks once, for all trials."""
     import pickle
 
     from peft import prepare_model_for_kbit_training
@@ -205,11 +213,11 @@ def base_model(
         "revision": model_cfg.revision,
         "trust_remote_code": model_cfg.trust_remote_code,
         "dtype": dtype,
-        "device_map": {"": 0} if cuda else "cpu",
+        "device_map": {"": ranks.local_rank()} if cuda else "cpu",
     }
     if model_cfg.backend == "unsloth":
         return unsloth_base(model_cfg, model_path, dtype, gradient_checkpointing)
-    quant = quantization_config(model_cfg, dtype)
+    quant = quantization_config(model_cfg, dtype, shard)
     if quant is not None:
         kwargs["quantization_config"] = quant
     if model_cfg.attn_implementation != "auto":
@@ -230,6 +238,8 @@ def base_model(
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
     model.config.use_cache = False  # training; generation turns it on per call
+    if shard:
+        shard_frozen(model)
     return model
 
 
@@ -253,6 +263,20 @@ def unsloth_base(model_cfg: ModelConfig, model_path: str, dtype: torch.dtype, gc
         raise cannot_load(model_cfg, "base model (Unsloth)", e) from e
     model.config.use_cache = False
     return model
+
+
+def shard_frozen(model: Any) -> None:
+    """FSDP2 (`fully_shard`) over the process group: each decoder block (the model's _no_split_modules)
+    its own unit, the rest in the root's. Done once per worker on the frozen base; each trial's LoRA
+    layers, added later, stay whole on every rank and their gradients are averaged over the ranks
+    (recipes.common.average_adapter_grads), so adapter snapshots and checkpoints need no collective."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    fully_shard(model)
 
 
 def keep_4bit_layout_trainable(model: Any) -> None:

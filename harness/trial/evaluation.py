@@ -152,6 +152,23 @@ def loss_metrics(sum_nll: float, n_tokens: int) -> dict[str, float]:
 # Generation
 
 
+def sharded_token_nll(model: Any, batches: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
+    """token_nll over the ranks of a sharded base (training.distributed: fsdp): rank r scores batches r,
+    r+K, ..., and the (nll sum, token count) are summed over the ranks, so each token is scored once. A
+    rank short of a batch runs one more forward whose figures are dropped: every forward of a sharded
+    base needs every rank."""
+    import torch.distributed as dist
+
+    k, r = dist.get_world_size(), dist.get_rank()
+    mine = batches[r::k]
+    nll, n = token_nll(model, mine)
+    for _ in range(-(-len(batches) // k) - len(mine)):
+        token_nll(model, batches[:1])
+    total = torch.tensor([nll, float(n)], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total[0]), int(total[1])
+
+
 def generate(
     model: Any,
     tokenizer: Any,

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import PrinterCallback, set_seed
 
 from harness import compat
-from harness.core import trialdir
+from harness.core import ranks, trialdir
 from harness.core.spec import OnEval, Recipe, TrialResult, TrialSpec
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
@@ -27,6 +27,7 @@ from harness.trial.recipes import dpo, grpo, lora, sft
 from harness.trial.recipes.common import (
     EvalLoop,
     adapter_state,
+    average_adapter_grads,
     baseline_metrics,
     compare_with_base,
     devices,
@@ -74,6 +75,8 @@ def finetune(
             trainer.optimizer = optimizer
         trainer.remove_callback(PrinterCallback)  # our progress lines replace its raw dict prints
         loop.trainer, loop.measure = trainer, kind.measure(trainer, fixtures, spec)
+        if loop.lockstep:
+            average_adapter_grads(trainer, spec)
         if resume is not None:
             # Our adapter file, copied into the parameters; the Trainer's own model loading would go
             # through load_state_dict on the 4-bit base. It still restores optimizer, scheduler, RNG and
@@ -83,6 +86,8 @@ def finetune(
             compat.skip_checkpoint_model_load(trainer)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         steps_run = trainer.state.global_step
+        if loop.lockstep:  # the scoring below runs on every rank: on rank 0's best adapter, if it runs
+            loop.pruned, loop.best_state = ranks.share((loop.pruned, loop.best_state))
         _, tokens = loop.spent(trainer.state)
         if loop.best_state is not None:
             restore_adapter(model, loop.best_state)
@@ -90,14 +95,16 @@ def finetune(
         metrics = {k: v for k, v in best_entry.items() if k != "step"}
         generations: list[dict[str, Any]] = []
         before_metrics: dict[str, float] = {}
-        if not loop.pruned and fixtures.generation_rows:
+        # Rank 0 alone scores (with fsdp every rank runs the forwards) and keeps the adapter.
+        lead = ranks.rank() == 0 or loop.lockstep
+        if lead and not loop.pruned and fixtures.generation_rows:
             gen_metrics, generations = score(model, fixtures, spec, fixtures.generation_rows)
             metrics.update(gen_metrics)
             if spec.sweep.evaluation.compare_base:
                 before_metrics = compare_with_base(model, fixtures, spec, generations)
-        if test_rows:
+        if lead and test_rows:
             metrics.update(test_metrics(model, fixtures, spec, test_rows))
-        if save_adapter_to is not None:
+        if ranks.rank() == 0 and save_adapter_to is not None:
             # state_dict given explicitly: peft would otherwise call model.state_dict() (see adapter_state)
             model.save_pretrained(
                 str(save_adapter_to), safe_serialization=True, state_dict=adapter_state(model)

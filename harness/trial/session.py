@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from harness.core import ranks
 from harness.core.spec import TrialSpec
 from harness.sweepfile.schema import ModelConfig, SweepConfig
 from harness.trial import base, prepare
@@ -42,13 +43,15 @@ def get(sweep: SweepConfig, model: ModelConfig | None = None) -> Fixtures:
     data = prepare.trial_data(sweep, tok)
     gc = base.use_gradient_checkpointing(sweep.training)
     settings = model or sweep.model
+    shard = sweep.training.distributed == "fsdp" and ranks.launched()
     base_key = {
         "model": settings.model_dump(mode="json", exclude={"max_cached_bases"}),
         "path": path,
         "gradient_checkpointing": gc,
+        "shard": shard,
     }
     return Fixtures(
-        model=base.base_model(base_key, settings, path, gc, keep=settings.max_cached_bases),
+        model=base.base_model(base_key, settings, path, gc, shard, keep=settings.max_cached_bases),
         tokenizer=tok,
         train=data.train,
         eval_batches=data.eval_batches,

@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from harness import compat
-from harness.core import trialdir
+from harness.core import ranks, trialdir
 from harness.core.spec import (
     EVAL_EVERY,
     EVAL_INDEX,
@@ -65,6 +65,8 @@ class EvalLoop(TrainerCallback):
         self.checkpoint_dir = trialdir.checkpoint_dir(spec.output_dir) if spec.number >= 0 else None
         self.max_steps, self.eval_steps = trial_steps(spec, fixtures)
         self.start_step = self.start_tokens = 0  # where this run began: a resumed one, its checkpoint's
+        # fsdp: the base is sharded, so every forward (evals, generation) needs every rank.
+        self.lockstep = lockstep(spec)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any):
         # After the Trainer restored a checkpoint's state: what the interrupted trial already spent.
@@ -106,7 +108,16 @@ class EvalLoop(TrainerCallback):
         step = state.global_step
         if step % self.eval_steps and step < state.max_steps:
             return
-        metrics = self.measure(model, self.generate_each_eval)
+        # Several ranks: rank 0 measures on the unwrapped model and decides, the others wait for its
+        # decision (ranks.decide); so an eval is computed once, never once per rank. With fsdp every rank
+        # runs the forwards (the base is sharded) and rank 0's figures are the ones kept.
+        measured = self.measure(model, self.generate_each_eval) if self.lockstep else None
+        if ranks.decide(lambda: self.judge(step, state, control, model, measured)):
+            control.should_training_stop = True
+
+    def judge(self, step: int, state: Any, control: Any, model: Any, measured: dict | None = None) -> bool:
+        """One eval: measure, keep the best, early stopping, pruning, checkpoint -> True to stop."""
+        metrics = measured if measured is not None else self.measure(model, self.generate_each_eval)
         metrics["step"] = step
         if not math.isfinite(metrics.get("eval_loss", 0.0)):
             raise NonFiniteLoss(f"non-finite loss at step {step} (eval_loss {metrics['eval_loss']})")
@@ -133,6 +144,7 @@ class EvalLoop(TrainerCallback):
         if self.checkpoint_dir is not None and self.trainer is not None and step < state.max_steps:
             if keep or not control.should_training_stop:
                 save_checkpoint(self.checkpoint_dir, self.trainer, adapter_state(model), self)
+        return bool(control.should_training_stop)
 
 
 def save_checkpoint(folder: Path, trainer: Any, adapter: dict[str, torch.Tensor], loop: EvalLoop) -> None:
@@ -186,7 +198,8 @@ def evaluate(
     """Loss metrics on the fixed eval subset; generation metrics on the fixed generation subset."""
     from harness.trial import evaluation as ev
 
-    nll, n = ev.token_nll(model, fixtures.eval_batches)
+    batches = fixtures.eval_batches
+    nll, n = ev.sharded_token_nll(model, batches) if lockstep(spec) else ev.token_nll(model, batches)
     metrics = {"eval_loss": nll / max(n, 1), "perplexity": ev.perplexity(nll, n)}
     rows: list[dict[str, Any]] = []
     if generate and fixtures.generation_rows:
@@ -304,6 +317,35 @@ def release(base: Any, peft_model: Any, forward: Any) -> None:
     base.eval()
 
 
+def lockstep(spec: TrialSpec) -> bool:
+    """Every rank runs every forward of the trial (fsdp on several ranks: the base is sharded)."""
+    return spec.training.distributed == "fsdp" and devices() > 1
+
+
+def average_adapter_grads(trainer: Any, spec: TrialSpec) -> None:
+    """fsdp: the adapter is whole on every rank (base.shard_frozen), so its gradients are averaged over
+    the ranks here, as DDP would, and the Trainer does not wrap the model in DDP (which cannot take the
+    sharded base): accelerate's prepare_model in its evaluation mode places the model without wrapping."""
+    import functools
+
+    import torch.distributed as dist
+
+    k = devices()
+
+    def average(p: torch.Tensor) -> None:
+        # After each backward: p.grad holds the ranks' already-averaged earlier micro-batches plus this
+        # rank's new one, so the average stays exact under gradient accumulation.
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(k)
+
+    for p in trainer.model.parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(average)
+    accelerator = trainer.accelerator
+    accelerator.prepare_model = functools.partial(accelerator.prepare_model, evaluation_mode=True)
+
+
 def devices() -> int:
     """Data-parallel ranks one optimizer step spans: the world size when torch.distributed runs, else 1."""
     dist = torch.distributed
@@ -356,4 +398,12 @@ def training_args(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> di
         # left out (sft, dpo). GRPO's trl counts its prompt and completion tokens itself (its batches are
         # raw prompts the Trainer cannot count).
         "include_num_input_tokens_seen": "no" if s.trainer == "grpo" else "non_padding",
+        # K ranks (training.distributed): the group is started (core.ranks.start); batches are sharded
+        # over it and the loss is averaged over all ranks' tokens (average_tokens_across_devices).
+        **(
+            {"ddp_backend": "nccl" if cuda else "gloo", "ddp_find_unused_parameters": False}
+            if devices() > 1
+            else {}
+        ),
+        "average_tokens_across_devices": True,
     }

@@ -342,23 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
     except SystemExit as e:  # argparse already printed a usage line
         return EXIT_USAGE if e.code else EXIT_OK
-    handlers = {
-        "run": cmd_run,
-        "status": cmd_status,
-        "list": cmd_list,
-        "report": cmd_report,
-        "compare": cmd_compare,
-        "confirm": cmd_confirm,
-        "audit": cmd_audit,
-        "best": cmd_best,
-        "train": cmd_train,
-        "watch": cmd_watch,
-        "dashboard": cmd_dashboard,
-        "convert": cmd_convert,
-    }
     previous = _stop_on_sigterm()
     try:
-        return handlers[args.verb](args, console)
+        return globals()[f"cmd_{args.verb}"](args, console)  # each verb's function is cmd_<verb>
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): the trial is queued for retry
         err.print("interrupted: run the same command again to resume")
         return 143 if isinstance(e, Terminated) else 130

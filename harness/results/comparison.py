@@ -3,7 +3,7 @@
 Two records, both cheap next to training:
 - `baseline_metrics` (study user attr): the base model's loss (and generation) metrics, measured once per
   study before its first trial (recipe.baseline_metrics).
-- per trial (recipe.compare_with_base, `evaluation.compare_base`): `prediction_before` next to
+- per trial (recipes.scoring.compare_with_base, `evaluation.compare_base`): `prediction_before` next to
   `prediction` in generations.jsonl and the base's corpus scores in metrics.json `before_metrics`.
 At the end of `sweep run`, the best trial's rows are copied to results/<study>/before_after.jsonl and
 `summary_lines` prints what changed, then sets the best trial beside the task baselines

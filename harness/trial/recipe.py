@@ -29,17 +29,15 @@ from harness.trial.recipes.common import (
     adapter_state,
     average_adapter_grads,
     baseline_metrics,
-    compare_with_base,
     devices,
     evaluate,
     load_tensors,
     release,
     restore_adapter,
     save_checkpoint,
-    score,
-    test_metrics,
 )
 from harness.trial.recipes.lora import lora_config
+from harness.trial.recipes.scoring import compare_with_base, score, test_metrics
 
 __all__ = ["QLoRARecipe", "adapter_state", "evaluate", "finetune", "lora_config", "save_checkpoint", "score"]
 

@@ -1,1 +1,2 @@
-"""One module per trainer (sft, dpo, grpo) and what they share (common); harness/recipe.py runs a trial."""
+"""One module per trainer (sft, dpo, grpo), what they share (common: the eval loop, checkpoints; scoring:
+generation metrics), and the adapter (lora); harness/trial/recipe.py runs a trial."""

@@ -12,8 +12,9 @@ from typing import Any
 
 from harness.core.spec import TrialSpec
 from harness.trial import session
-from harness.trial.recipes.common import Measure, score, training_args
+from harness.trial.recipes.common import Measure, training_args
 from harness.trial.recipes.lora import adapt, lora_config
+from harness.trial.recipes.scoring import score
 
 PAIR = ["prompt", "chosen", "rejected"]
 # trl's eval log names -> ours (harness metric names have no '/').

@@ -22,8 +22,9 @@ from harness.core.spec import TrialSpec
 from harness.tasks import rewards
 from harness.trial import session
 from harness.trial.evaluation import generate_ids
-from harness.trial.recipes.common import Measure, score, training_args
+from harness.trial.recipes.common import Measure, training_args
 from harness.trial.recipes.lora import adapt, lora_config
+from harness.trial.recipes.scoring import score
 from harness.trial.tokens import encode_prompts
 
 DEFAULT_BETA = 0.0  # trl's: no reference forward unless asked

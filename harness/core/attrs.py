@@ -41,6 +41,8 @@ DROPPED_ROWS = "dropped_rows"  # bad rows left out (dataset.bad_rows: drop; harn
 # that dropped some, or that finds it already there
 BASELINE_METRICS = "baseline_metrics"  # the untrained base's metrics; run.measure_baseline, once
 TASK_BASELINES = "task_baselines"  # baseline name -> its metrics (harness.tasks.baselines); run, once
+AUTO_RUNG = "auto_first_rung"  # min_iter: auto: the first rung chosen {step, rho, n, complete, threshold}
+# (step None: not pruning); study.sampler.AdaptiveRung, whenever the choice changes
 
 # ----------------------------------------------------------------------------------------------------
 # Trial attrs: who runs it (failures.mark_start, the trial's first line; failures.heartbeat)
@@ -150,6 +152,11 @@ def data_lengths(study: Source) -> dict[str, Any]:
 def dropped_rows(study: Source) -> dict[str, Any]:
     """{rows, dropped, reasons} of the last run that left bad rows out; {} when none ever did."""
     return _dict(of(study).get(DROPPED_ROWS))
+
+
+def auto_rung(study: Source) -> dict[str, Any]:
+    """The first rung `min_iter: auto` chose last ({} before any choice was made)."""
+    return _dict(of(study).get(AUTO_RUNG))
 
 
 def baseline_metrics(study: Source) -> dict[str, Any]:

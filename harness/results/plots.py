@@ -176,6 +176,28 @@ def value_boxes(values: dict[str, list[float]], y_title: str) -> go.Figure | str
     return fig
 
 
+def agreement_plot(
+    steps: Sequence[int], rhos: Sequence[float | None], ns: Sequence[int], rungs: Sequence[bool], unit: str
+) -> go.Figure:
+    """Rung agreement: rho per step as bars (rungs dark), n on each bar, the warning level dotted."""
+    fig = go.Figure(
+        go.Bar(
+            x=[str(s) for s in steps],
+            y=[r if r is not None else 0.0 for r in rhos],
+            text=[f"n={n}" if r is not None else f"n={n}, no rho" for r, n in zip(rhos, ns, strict=True)],
+            marker_color=["#1f4e79" if rung else "#9ecae1" for rung in rungs],
+            hovertemplate=f"{unit} %{{x}}<br>rho %{{y:.3f}}<br>%{{text}}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=0.5, line={"dash": "dot", "width": 1, "color": "gray"}, annotation_text="0.5")
+    fig.update_layout(
+        xaxis_title=f"{unit} (dark: a rung the pruner judges at)",
+        yaxis_title="Spearman rho with the final value",
+        yaxis_range=[-1, 1],
+    )
+    return fig
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from harness import tasks
 from harness.core import attrs, lengths, provenance, trialdir
 from harness.errors import HarnessError
-from harness.results import comparison, plots
+from harness.results import agreement, comparison, plots
 from harness.results.importance import param_importances
 from harness.results.plots import Curve, Section
 from harness.results.status import params_text
@@ -195,6 +195,7 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
         lines += [md_table(pd.DataFrame(list(importances.items()), columns=["parameter", "importance"])), ""]
     if why:
         lines += [f"_{why}_", ""]
+    lines += agreement.markdown(data.study, md_table)
     lines += ["## Trials (best first)", "", md_table(best_first(data)), ""]
     if best is not None:
         rows = trialdir.read_generations(data.trial_folder(best.number))[:SAMPLE_ROWS]
@@ -243,6 +244,7 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
             "parallel-coordinates", "Parallel coordinates", optuna_plot(vis.plot_parallel_coordinate)
         ),
         plots.plot_section("slice-plots", "Slice plots", lambda: _slice_plot(data, complete)),
+        agreement.section(data.study),
         *([_pareto_section(data, complete)] if ranking.is_multi(data.study) else []),
         plots.plot_section(
             "learning-curves",

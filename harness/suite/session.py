@@ -67,10 +67,13 @@ def run_one(
 
 def print_summary(cfg: SweepConfig, outcome: RunOutcome, console: Console) -> None:
     """What tuning changed, under the run's last trial line: untrained -> best, the baselines beside it."""
+    from harness.results import agreement
     from harness.results.comparison import summary_lines
     from harness.study.ranking import best_trial
 
     for line in summary_lines(cfg, outcome.study, best_trial(outcome.study)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for line in agreement.lines(outcome.study):  # can the pruning be trusted here?
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -164,17 +164,21 @@ class AdaptiveRung(optuna.pruners.BasePruner):
         self._cache = (len(curves), step)
         if self._stored is None:
             self._stored = attrs.auto_rung(study)
-        if len(curves) >= agreement.MIN_TRIALS and (not self._stored or self._stored.get("step") != step):
-            record = {
-                "step": step,
-                "rho": chosen.rho if chosen else None,
-                "n": chosen.n if chosen else len(curves),
-                "complete": len(curves),
-                "threshold": self.threshold,
-            }
+        if len(curves) < agreement.MIN_TRIALS:
+            return None
+        record = {
+            "step": step,
+            "rho": chosen.rho if chosen else None,
+            "n": chosen.n if chosen else len(curves),
+            "complete": len(curves),
+            "threshold": self.threshold,
+        }
+        if record != self._stored:  # re-measured on more trials: stored; said only when the rung moves
+            moved = not self._stored or self._stored.get("step") != step
             study.set_user_attr(attrs.AUTO_RUNG, record)
             self._stored = record
-            self.say(auto_line(study.study_name, record, self.unit))
+            if moved:
+                self.say(auto_line(study.study_name, record, self.unit))
         return step
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:

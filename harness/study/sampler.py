@@ -112,6 +112,8 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     every = 1 if b.per_trial else b.eval_steps  # one resource unit per eval (see above), else steps
     assert isinstance(every, int)  # a fractional eval_steps is per_trial
+    if not isinstance(p.min_iter, int):  # "auto": successive halving only (schema.PrunerConfig)
+        return AdaptiveRung(p.eta, p.min_agreement, "eval" if b.per_trial else "step")
     if p.type == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps * every
@@ -123,8 +125,6 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(
             min_resource=p.min_iter * every, max_resource=longest or "auto", reduction_factor=p.eta
         )
-    if p.min_iter == "auto":
-        return AdaptiveRung(p.eta, p.min_agreement, "eval" if b.per_trial else "step")
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_iter * every, reduction_factor=p.eta)
 
 

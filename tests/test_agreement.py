@@ -301,3 +301,23 @@ def test_auto_is_an_input_error_for_another_pruner(tmp_path):
         )
     auto = load_sweep(SWEEP, ["early_terminate.min_iter=auto"]).early_terminate
     assert (auto.min_iter, auto.min_agreement) == ("auto", 0.7)
+
+
+def test_a_study_without_harness_attrs_is_judged_from_its_intermediate_values_alone():
+    """An old (or plain Optuna) study: no stored config, so the shipped pruner's rungs (successive halving,
+    min_iter 1, eta 3) in units of its first eval; rho and the warning come from the trials alone."""
+    study = optuna.create_study(direction="maximize")
+    finals = [0.9, 0.7, 0.8, 0.6, 0.5]
+    early = [0.2, 0.5, 0.3, 0.4, 0.1]  # step 20 ranks them almost at random
+    for e, f in zip(early, finals, strict=True):
+        study.add_trial(curve_trial({20: e, 40: f - 0.1, 60: f}, f))
+    study.add_trial(curve_trial({20: 0.05}, None, state=TrialState.PRUNED))
+    rows = study_agreement.table(study)
+    assert [(r.step, r.rung, r.n) for r in rows] == [(20, True, 5), (40, False, 5), (60, True, 5)]
+    assert rows[0].rho == pytest.approx(rho_by_hand(early, finals))
+    assert rows[1].rho == pytest.approx(1.0)
+    lines = study_agreement.lines(study)
+    assert lines[0].startswith(f"rung agreement: first rung step 20 rho {rows[0].rho:.2f} (n=5)")
+    assert lines[1] == (
+        f"warning: pruning at step 20 is close to guessing here (rho {rows[0].rho:.2f}): raise `min_iter`"
+    )

@@ -9,6 +9,8 @@ with the same sweep seed and the same budget of train steps:
   trial's value = its best eval (`run_sweep`, the base loaded once).
 - `harness-hyperband`, `harness-median`: the same with the other pruners (median with the settings the sweep
   file shipped before successive halving measured faster: 3 start-up trials, no pruning before the 2nd eval).
+- `harness-auto`: the sweep file with `early_terminate.min_iter: auto` (no pruning until 4 trials finished,
+  then the first rung is the earliest eval whose rank agreement with the final value reaches rho 0.7).
 - `hf`: `Trainer(model_init=...).hyperparameter_search(backend="optuna")` as HF's docs show it: model_init
   loads the 4-bit base and wraps a new LoRA adapter every trial; hp_space suggests the same search space
   (harness's own `search_space.suggest`, resolved by `TrialSpec.build`, so the values mean the same); the
@@ -75,7 +77,7 @@ from benchmarks.common import (
 )
 
 TOLERANCE = 0.02
-METHODS = ["harness", "hf", "random", "grid", "harness-hyperband", "harness-median"]
+METHODS = ["harness", "hf", "random", "grid", "harness-hyperband", "harness-median", "harness-auto"]
 TARGETS = {"hf": 2.0, "random": 1.5}  # baseline time / harness time, median over seeds
 # harness with each pruner: the sweep file as shipped, then the others as extra rows.
 PRUNER_ROWS: dict[str, list[str]] = {
@@ -86,6 +88,7 @@ PRUNER_ROWS: dict[str, list[str]] = {
         "early_terminate.n_startup_trials=3",
         "early_terminate.n_warmup_steps=2",
     ],
+    "harness-auto": ["early_terminate.min_iter=auto"],
 }
 GRID = [
     "parameters.learning_rate={values: [1.0e-3, 2.5e-3, 6.0e-3]}",
@@ -176,7 +179,7 @@ def last_eval(folder: Path, metric: str) -> float | None:
 def run_harness(method: str, seed: int, s: Settings, results: str) -> dict[str, Any]:
     from rich.console import Console
 
-    from harness.core import attrs, trialdir
+    from harness.core import agreement, attrs, trialdir
     from harness.study.run import run_sweep
     from harness.trial import cache
 
@@ -204,7 +207,16 @@ def run_harness(method: str, seed: int, s: Settings, results: str) -> dict[str, 
                 "params": t.params,
             }
         )
-    return {"method": method, "seed": seed, "wall": wall, "trials": sorted(trials, key=lambda r: r["t"])}
+    done = [t for t in outcome.study.trials if t.state.name == "COMPLETE" and t.intermediate_values]
+    rungs = [(r.step, r.rho, r.n) for r in agreement.by_step((t.intermediate_values, t.value) for t in done)]
+    return {
+        "method": method,
+        "seed": seed,
+        "wall": wall,
+        "trials": sorted(trials, key=lambda r: r["t"]),
+        "agreement": rungs,  # (step, rho, n) over the finished trials (harness.core.agreement)
+        "auto_rung": attrs.auto_rung(outcome.study),  # min_iter: auto's last choice ({} otherwise)
+    }
 
 
 def run_hf(seed: int, s: Settings, results: str) -> dict[str, Any]:
@@ -492,7 +504,8 @@ def print_table(rows: dict[str, dict[str, Any]], s: Settings) -> None:
 def pruner_of(method: str) -> str:
     """The `early_terminate.type` a harness row runs (the sweep file's own for `harness`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return str(method_config(tmp, method, SEED0, Settings()).early_terminate.type)
+        et = method_config(tmp, method, SEED0, Settings()).early_terminate
+    return str(et.type) + (" (min_iter auto)" if et.min_iter == "auto" else "")
 
 
 def fastest_pruner(rows: dict[str, dict[str, Any]]) -> str | None:
@@ -572,7 +585,7 @@ def report(traces: list[dict[str, Any]], s: Settings, save: bool = True) -> list
     print("P3 time and train steps until the running best is within 2% of the best any method found:")
     print_table(rows, s)
     lines = figure_lines(rows) if "harness" in rows else []
-    for method in ("grid", "harness-hyperband", "harness-median"):
+    for method in ("grid", "harness-hyperband", "harness-median", "harness-auto"):
         if method in rows and rows[method]["median_ratio"] is not None:
             print(f"P3 {method} / harness time to near-best: {rows[method]['median_ratio']:.2f}x (no target)")
     fastest = fastest_pruner(rows)
@@ -593,7 +606,21 @@ def report(traces: list[dict[str, Any]], s: Settings, save: bool = True) -> list
             "traces": traces,
         },
     )
+    agreement_lines(traces)
     return lines
+
+
+def agreement_lines(traces: list[dict[str, Any]]) -> None:
+    """Per harness row and seed: rho per eval step, and the first rung min_iter: auto settled on."""
+    for tr in sorted(traces, key=lambda t: (t["method"], t["seed"])):
+        if not tr.get("agreement"):
+            continue
+        cells = "  ".join(
+            f"{step}:{'n/a' if rho is None else f'{rho:.2f}'}/{n}" for step, rho, n in tr["agreement"]
+        )
+        auto = tr.get("auto_rung") or {}
+        chosen = f"; auto first rung {auto.get('step')}" if auto else ""
+        print(f"  rho by step (step:rho/n) {tr['method']} seed {tr['seed']}: {cells}{chosen}")
 
 
 def parse_line(line: str) -> dict[str, Any]:

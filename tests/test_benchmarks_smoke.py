@@ -95,7 +95,9 @@ def test_step_budget_stops_the_study_once_spent():
     assert study.stopped
 
 
-@pytest.mark.parametrize("method", ["harness", "hf", "random", "grid", "harness-hyperband", "harness-median"])
+@pytest.mark.parametrize(
+    "method", ["harness", "hf", "random", "grid", "harness-hyperband", "harness-median", "harness-auto"]
+)
 def test_every_quality_method_is_a_valid_sweep(tmp_path, method):
     from benchmarks.quality import Settings, method_config
 
@@ -109,6 +111,8 @@ def test_every_quality_method_is_a_valid_sweep(tmp_path, method):
         assert (cfg.method, cfg.early_terminate.type) == ("tpe", "successive_halving")  # the file's own
     if method == "harness-median":
         assert (cfg.early_terminate.n_startup_trials, cfg.early_terminate.n_warmup_steps) == (3, 2)
+    if method == "harness-auto":
+        assert (cfg.early_terminate.type, cfg.early_terminate.min_iter) == ("successive_halving", "auto")
 
 
 def test_memory_growth_runs_real_trials_and_reads_their_peaks(tmp_path):

@@ -31,6 +31,7 @@ PLOTS = {
     "slice-plots": "Slice plots",
     "learning-curves": "Eval-loss learning curves",
     "price-scatter": "Predicted vs true price (best trial)",
+    "rung-agreement": "Rung agreement",
 }
 
 

@@ -43,6 +43,8 @@ PRUNING_AUDIT = "pruning_audit"  # the last `sweep audit`'s regret figures (conf
 # from the trials: ranking.audit_summary)
 BASELINE_METRICS = "baseline_metrics"  # the untrained base's metrics; run.measure_baseline, once
 TASK_BASELINES = "task_baselines"  # baseline name -> its metrics (harness.tasks.baselines); run, once
+AUTO_RUNG = "auto_first_rung"  # min_iter: auto: the first rung chosen {step, rho, n, complete, threshold}
+# (step None: not pruning); study.sampler.AdaptiveRung, whenever the choice changes
 
 # ----------------------------------------------------------------------------------------------------
 # Trial attrs: who runs it (failures.mark_start, the trial's first line; failures.heartbeat)
@@ -158,6 +160,11 @@ def data_lengths(study: Source) -> dict[str, Any]:
 def dropped_rows(study: Source) -> dict[str, Any]:
     """{rows, dropped, reasons} of the last run that left bad rows out; {} when none ever did."""
     return _dict(of(study).get(DROPPED_ROWS))
+
+
+def auto_rung(study: Source) -> dict[str, Any]:
+    """The first rung `min_iter: auto` chose last ({} before any choice was made)."""
+    return _dict(of(study).get(AUTO_RUNG))
 
 
 def baseline_metrics(study: Source) -> dict[str, Any]:

@@ -176,6 +176,28 @@ def value_boxes(values: dict[str, list[float]], y_title: str) -> go.Figure | str
     return fig
 
 
+def agreement_plot(
+    steps: Sequence[int], rhos: Sequence[float | None], ns: Sequence[int], rungs: Sequence[bool], unit: str
+) -> go.Figure:
+    """Rung agreement: rho per step as bars (rungs dark), n on each bar, the warning level dotted."""
+    fig = go.Figure(
+        go.Bar(
+            x=[str(s) for s in steps],
+            y=[r if r is not None else 0.0 for r in rhos],
+            text=[f"n={n}" if r is not None else f"n={n}, no rho" for r, n in zip(rhos, ns, strict=True)],
+            marker_color=["#1f4e79" if rung else "#9ecae1" for rung in rungs],
+            hovertemplate=f"{unit} %{{x}}<br>rho %{{y:.3f}}<br>%{{text}}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=0.5, line={"dash": "dot", "width": 1, "color": "gray"}, annotation_text="0.5")
+    fig.update_layout(
+        xaxis_title=f"{unit} (dark: a rung the pruner judges at)",
+        yaxis_title="Spearman rho with the final value",
+        yaxis_range=[-1, 1],
+    )
+    return fig
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -258,3 +280,22 @@ def page(title: str, summary: str, sections: Sequence[Section]) -> str:
         f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n'
         f"<h1>{html.escape(title)}</h1>\n{summary}\n<nav>{nav}</nav>\n{body}\n</body>\n</html>\n"
     )
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    """GitHub markdown, rendered here so no extra dependency (tabulate) is needed; numbers right-aligned."""
+    cols = [str(c) for c in frame.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame
+    ]
+    head = "| " + " | ".join(_md_escape(c) for c in cols) + " |"
+    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+    body = [
+        "| " + " | ".join(_md_escape(fmt_cell(v)) for v in row) + " |"
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")

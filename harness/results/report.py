@@ -22,9 +22,9 @@ from rich.table import Table
 from harness import tasks
 from harness.core import attrs, lengths, provenance, trialdir
 from harness.errors import HarnessError
-from harness.results import audit, comparison, cost, plots
+from harness.results import agreement, audit, comparison, cost, plots
 from harness.results.importance import param_importances
-from harness.results.plots import Curve, Section
+from harness.results.plots import Curve, Section, md_table
 from harness.results.status import params_text
 from harness.results.view import (
     StudyData,
@@ -197,6 +197,7 @@ def report_markdown(data: StudyData, importances: dict[str, float], why: str) ->
         lines += [md_table(pd.DataFrame(list(importances.items()), columns=["parameter", "importance"])), ""]
     if why:
         lines += [f"_{why}_", ""]
+    lines += agreement.markdown(data.study, md_table)
     lines += ["## Trials (best first)", "", md_table(best_first(data)), ""]
     if best is not None:
         rows = trialdir.read_generations(data.trial_folder(best.number))[:SAMPLE_ROWS]
@@ -247,6 +248,7 @@ def report_html(data: StudyData, importances: dict[str, float], why: str) -> str
             "parallel-coordinates", "Parallel coordinates", optuna_plot(vis.plot_parallel_coordinate)
         ),
         plots.plot_section("slice-plots", "Slice plots", lambda: _slice_plot(data, complete)),
+        agreement.section(data.study),
         *([_pareto_section(data, complete)] if ranking.is_multi(data.study) else []),
         plots.plot_section(
             "learning-curves",
@@ -379,22 +381,3 @@ def write_report(
         lambda: report_html(data, importances, why),
     )
     return paths, importances, why
-
-
-def md_table(frame: pd.DataFrame) -> str:
-    """GitHub markdown, rendered here so no extra dependency (tabulate) is needed; numbers right-aligned."""
-    cols = [str(c) for c in frame.columns]
-    numeric = [
-        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame
-    ]
-    head = "| " + " | ".join(_md_escape(c) for c in cols) + " |"
-    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
-    body = [
-        "| " + " | ".join(_md_escape(plots.fmt_cell(v)) for v in row) + " |"
-        for row in frame.itertuples(index=False, name=None)
-    ]
-    return "\n".join([head, rule, *body])
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")

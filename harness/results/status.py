@@ -22,7 +22,7 @@ from rich.table import Table
 from harness.core import attrs
 from harness.core.display import SHORT
 from harness.errors import StorageError
-from harness.results import cost, plots
+from harness.results import agreement, cost, plots
 from harness.results import view as sv
 from harness.study import ranking
 from harness.study import storage as st
@@ -173,6 +173,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         lines.append(f"  running: trial {r.number}  {step}{value}  ({fmt_duration(r.elapsed_s)} so far){on}")
     if view.workers:
         lines.append(f"  workers: {len(view.workers)} live: {', '.join(view.workers)}")
+    lines += [f"  {line}" for line in agreement.lines(study)]
     lines.append("  " + eta_text(view))
     return lines
 

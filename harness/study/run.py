@@ -36,6 +36,7 @@ from harness.errors import HarnessError, TrialFailed, problems_error
 from harness.study import failures, ranking, resume
 from harness.study import storage as st
 from harness.study.objective import Objective, StopAfterFailures, StopAtDeviceHours
+from harness.study.sampler import AdaptiveRung
 from harness.sweepfile import checks
 from harness.sweepfile.schema import SweepConfig
 from harness.tasks import baselines
@@ -138,6 +139,8 @@ def _run(
     except HarnessError:  # refused (another search space or objective): leave nothing open behind
         st.close(optuna_storage)
         raise
+    if isinstance(study.pruner, AdaptiveRung):  # min_iter: auto says when its first rung moves
+        study.pruner.say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
     report_lengths(study, recipe, console)
     report_dropped(study, recipe, console)
     record_provenance(cfg, study, recipe, console)

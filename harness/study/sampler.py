@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import compat
+from harness.core import agreement, attrs
 from harness.study import space
 from harness.sweepfile.schema import SEED_LIMIT, SweepConfig
 
@@ -110,6 +112,8 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     every = 1 if b.per_trial else b.eval_steps  # one resource unit per eval (see above), else steps
     assert isinstance(every, int)  # a fractional eval_steps is per_trial
+    if not isinstance(p.min_iter, int):  # "auto": successive halving only (schema.PrunerConfig)
+        return AdaptiveRung(p.eta, p.min_agreement, "eval" if b.per_trial else "step")
     if p.type == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps * every
@@ -122,3 +126,110 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
             min_resource=p.min_iter * every, max_resource=longest or "auto", reduction_factor=p.eta
         )
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_iter * every, reduction_factor=p.eta)
+
+
+class AdaptiveRung(optuna.pruners.BasePruner):
+    """`early_terminate.min_iter: auto`: successive halving whose first rung is measured, not guessed.
+
+    Nothing is pruned until MIN_TRIALS trials finished with intermediate values; then the first rung is
+    the earliest reported step whose rank agreement with the final value (harness.core.agreement) reaches
+    `threshold`, re-measured whenever the count of finished trials changes (cached per count), and the
+    rungs after it are first x eta**k. No step agreeing: no pruning. The choice is stored on the study
+    (attrs.AUTO_RUNG) and said (`say`: the run's console) whenever it changes.
+
+    The halving is done here from the stored intermediate values, not by Optuna's SuccessiveHalvingPruner:
+    that one remembers each trial's value per rung *index* in trial system attrs, so once the first rung
+    moved, rung 0 would compare values taken at different steps; and trials that ran before a rung was
+    chosen (the ones the choice was measured on) would never count as competitors. The rule is Optuna's:
+    at each rung a trial must be in the best len // eta (at least the best one) of every trial's value at
+    that rung, its own included."""
+
+    def __init__(self, eta: int, threshold: float, unit: str = "step") -> None:
+        self.eta, self.threshold, self.unit = eta, threshold, unit
+        self.say: Callable[[str], None] = lambda line: None
+        self._cache: tuple[int, int | None] | None = None
+        self._stored: dict[str, Any] | None = None
+
+    def first_rung(self, study: optuna.Study) -> int | None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        curves = [
+            (t.intermediate_values, t.value) for t in done if t.intermediate_values and t.value is not None
+        ]
+        if self._cache is not None and self._cache[0] == len(curves):
+            return self._cache[1]
+        chosen = None
+        if len(curves) >= agreement.MIN_TRIALS:
+            chosen = agreement.first_clearing(agreement.by_step(curves), self.threshold)
+        step = chosen.step if chosen else None
+        self._cache = (len(curves), step)
+        if self._stored is None:
+            self._stored = attrs.auto_rung(study)
+        if len(curves) < agreement.MIN_TRIALS:
+            return None
+        record = {
+            "step": step,
+            "rho": chosen.rho if chosen else None,
+            "n": chosen.n if chosen else len(curves),
+            "complete": len(curves),
+            "threshold": self.threshold,
+        }
+        if record != self._stored:  # re-measured on more trials: stored; said only when the rung moves
+            moved = not self._stored or self._stored.get("step") != step
+            study.set_user_attr(attrs.AUTO_RUNG, record)
+            self._stored = record
+            if moved:
+                self.say(auto_line(study.study_name, record, self.unit))
+        return step
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        first = None if step is None else self.first_rung(study)
+        if step is None or first is None:
+            return False
+        earlier = [s for s in trial.intermediate_values if s < step]
+        since = max(earlier) if earlier else -1
+        rungs, resource = [], first
+        while resource <= step:  # the rungs this report is the first to reach
+            if resource > since:
+                rungs.append(resource)
+            resource *= self.eta
+        if not rungs:
+            return False
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        others = study.get_trials(deepcopy=False)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        for rung in rungs:
+            field = [value] + [
+                v for t in others if t.number != trial.number and (v := at_rung(t, rung)) is not None
+            ]
+            field.sort(reverse=maximize)
+            keep = max(1, len(field) // self.eta)
+            cut = field[keep - 1]
+            if (value < cut) if maximize else (value > cut):
+                return True
+        return False
+
+
+def at_rung(trial: FrozenTrial, rung: int) -> float | None:
+    """A trial's value at its first report at or past `rung` (None: it never got there, or NaN)."""
+    steps = [s for s in trial.intermediate_values if s >= rung]
+    if not steps:
+        return None
+    v = trial.intermediate_values[min(steps)]
+    return None if math.isnan(v) else v
+
+
+def auto_line(name: str, record: dict[str, Any], unit: str = "step") -> str:
+    """The console line when `min_iter: auto` changes its first rung."""
+    done, t = record.get("complete"), record.get("threshold")
+    if record.get("step") is None:
+        return (
+            f"{name}: min_iter auto: no {unit} agrees with the final value to rho >= {t} over {done} "
+            "finished trials: not pruning"
+        )
+    return (
+        f"{name}: min_iter auto: first rung now {unit} {record['step']} "
+        f"(rho {record['rho']:.2f} with the final value over {record['n']} finished trials, threshold {t})"
+    )

@@ -71,12 +71,15 @@ def run_one(
 
 def print_summary(cfg: SweepConfig, outcome: RunOutcome, console: Console) -> None:
     """What tuning changed, under the run's last trial line: untrained -> best, the baselines beside it;
-    then what the sweep cost (harness.results.cost)."""
-    from harness.results import cost
+    then whether the pruning can be trusted (harness.results.agreement) and what the sweep cost
+    (harness.results.cost)."""
+    from harness.results import agreement, cost
     from harness.results.comparison import summary_lines
     from harness.study.ranking import best_trial
 
     for line in summary_lines(cfg, outcome.study, best_trial(outcome.study)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for line in agreement.lines(outcome.study):  # can the pruning be trusted here?
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(cost.line(cost.collect(outcome.study)), markup=False, highlight=False, soft_wrap=True)
 

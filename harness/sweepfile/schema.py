@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -463,8 +463,12 @@ class PrunerConfig(Strict):
     on every seed)."""
 
     type: Literal["median", "hyperband", "successive_halving", "none"] = "successive_halving"
-    min_iter: int = Field(1, gt=0)
-    """Hyperband/SH: the smallest budget, in evals."""
+    min_iter: Annotated[int, Field(gt=0)] | Literal["auto"] = 1
+    """Hyperband/SH: the smallest budget, in evals. `auto` (successive halving): prune nothing until 4
+    trials finished, then the first rung is the earliest eval whose rank agreement with the final value
+    (Spearman's rho over the finished trials) reaches `min_agreement`, re-measured as trials finish."""
+    min_agreement: float = Field(0.7, ge=-1, le=1)
+    """min_iter auto: the rho an eval needs to become the first rung."""
     eta: int = Field(3, ge=2)
     """Hyperband/SH: reduction factor."""
     n_startup_trials: int = Field(2, ge=0)
@@ -475,6 +479,15 @@ class PrunerConfig(Strict):
     """A pruned trial keeps its checkpoint, saved at the eval that pruned it, so `sweep audit` continues it
     from there instead of from step 0. Off by default: one checkpoint (adapter + optimizer) per pruned trial
     stays on disk until it is audited."""
+
+    @model_validator(mode="after")
+    def _auto_is_successive_halving(self) -> PrunerConfig:
+        if self.min_iter == "auto" and self.type != "successive_halving":
+            raise ValueError(
+                f"min_iter: auto chooses successive halving's first rung; type {self.type} cannot use it "
+                "(give min_iter a number of evals, or type: successive_halving)"
+            )
+        return self
 
 
 class EvaluationConfig(Strict):

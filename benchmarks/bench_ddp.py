@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, load_avg, result_line
+from benchmarks.common import ROOT, load_avg, result_line, sweep_command
+from harness.study import workers
 
 TARGET = 1.6
 STEPS = 30
@@ -43,31 +43,18 @@ SETTINGS = [
 ]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def timed_run(results: Path, name: str, ranks: int) -> tuple[int, float]:
     """(steps, train seconds) of the one trial, from its metrics.json."""
     cmd = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "run",
-        str(ROOT / "sweeps/pricer.yaml"),
-        f"results_dir={results}",
+        *sweep_command(results),
+        f"name={name}",
+        *SETTINGS,
+        f"training.per_device_train_batch_size={BATCH // ranks}",
     ]
-    cmd += [f"name={name}", *SETTINGS, f"training.per_device_train_batch_size={BATCH // ranks}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if ranks > 1:
         cmd.append("training.distributed=ddp")
-        port = str(_port())
-        envs = [
-            {**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(ranks), "MASTER_PORT": port}
-            for r in range(ranks)
-        ]
+        envs = workers.rank_envs(env, ranks, workers.free_port())  # as the pool launches a worker's ranks
     else:
         envs = [env]
     procs = [

@@ -28,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, load_avg, result_line, sweep_config
+from benchmarks.common import ROOT, load_avg, result_line, sweep_command, sweep_config
 
 TARGET = 1.6
 N_TRIALS = 4
@@ -69,15 +69,7 @@ def enqueue(results: Path, name: str, params: list[dict[str, Any]]) -> None:
 
 
 def timed_run(results: Path, name: str, extra: list[str], threads: int) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "run",
-        str(ROOT / "sweeps/pricer.yaml"),
-        f"results_dir={results}",
-    ]
-    cmd += [f"name={name}", f"budget.n_trials={N_TRIALS}", *BUDGET, *extra]
+    cmd = [*sweep_command(results), f"name={name}", f"budget.n_trials={N_TRIALS}", *BUDGET, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

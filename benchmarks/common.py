@@ -85,6 +85,18 @@ def timed(box: dict[str, float], key: str) -> Iterator[None]:
         box[key] = box.get(key, 0.0) + time.perf_counter() - t0
 
 
+def sweep_command(results_dir: str | Path) -> list[str]:
+    """`sweep run sweeps/pricer.yaml` into `results_dir`, as a fresh process (overrides go after it)."""
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(ROOT / "sweeps/pricer.yaml"),
+        f"results_dir={results_dir}",
+    ]
+
+
 def sweep_config(results_dir: str | Path, *overrides: str) -> Any:
     """sweeps/pricer.yaml with overrides, results under `results_dir` (never the repo's results/)."""
     from harness.sweepfile.load import load_sweep

@@ -33,6 +33,26 @@ def run(tmp_path: Path, *argv: str, timeout: int = 300) -> subprocess.CompletedP
     return sweep_cli(["run", str(SWEEP), *TINY, "--results-dir", str(tmp_path), *argv], ROOT, timeout=timeout)
 
 
+def start(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
+    """`run`'s command, started and streamed line by line (stdout and stderr together), for a test that
+    signals the ranks while they train."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(SWEEP),
+        *TINY,
+        "--results-dir",
+        str(tmp_path),
+        *argv,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
 def study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="pricer", storage=f"sqlite:///{tmp_path}/pricer/study.db")
 
@@ -147,21 +167,7 @@ def test_a_rank_killed_mid_trial_interrupts_it_and_the_next_run_retries_it(tmp_p
         "--n-trials",
         "2",
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "run",
-        str(SWEEP),
-        *TINY,
-        "--results-dir",
-        str(tmp_path),
-        *argv,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = start(tmp_path, *argv)
     assert proc.stdout is not None
     pids: list[int] = []
     killed = False
@@ -197,21 +203,7 @@ def test_a_rank_killed_mid_trial_interrupts_it_and_the_next_run_retries_it(tmp_p
 def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
     """SIGTERM (what Ctrl-C becomes for the pool) to `sweep run`: every rank stops, the trial is queued."""
     argv = [*DDP, "budget.max_steps=40", "budget.eval_steps=4", "--n-trials", "2"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "run",
-        str(SWEEP),
-        *TINY,
-        "--results-dir",
-        str(tmp_path),
-        *argv,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = start(tmp_path, *argv)
     assert proc.stdout is not None
     pids: list[int] = []
     for line in proc.stdout:

@@ -120,6 +120,7 @@ def test_a_fractional_eval_steps_is_a_share_of_one_epoch_in_steps():
 def test_training_args_and_eval_loop_use_the_derived_steps(tmp_path):
     from types import SimpleNamespace
 
+    from harness.core import ranks
     from harness.core.spec import TrialSpec
     from harness.trial.recipes import common
 
@@ -132,7 +133,7 @@ def test_training_args_and_eval_loop_use_the_derived_steps(tmp_path):
     args = common.training_args(spec, fixtures, cuda=False)  # type: ignore[arg-type]
     assert args["max_steps"] == expected[0]
     assert args["logging_steps"] == max(1, min(10, expected[1]))
-    assert common.devices() == 1  # torch.distributed is not initialised here
+    assert ranks.group_size() == 1  # torch.distributed is not initialised here
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -79,14 +79,20 @@ def start() -> None:
     )
 
 
-def active() -> bool:
+def group_size() -> int:
+    """The ranks of the torch.distributed group this process trains in, 1 without one: what one optimizer
+    step spans (trial steps, a trial's devices). Never imports torch just to look: no group without it."""
     import sys
 
-    torch = sys.modules.get("torch")  # no group without torch: the study side never imports it for this
+    torch = sys.modules.get("torch")
     if torch is None:
-        return False
+        return 1
     dist = torch.distributed
-    return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+    return int(dist.get_world_size()) if dist.is_available() and dist.is_initialized() else 1
+
+
+def active() -> bool:
+    return group_size() > 1
 
 
 def share(obj: Any = None) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.core import attrs, trialdir
+from harness.core import attrs, ranks, trialdir
 from harness.core.cost import DEVICE_HOUR_S, TrialCost, measure
 from harness.core.spec import (
     EVAL_EVERY,
@@ -261,7 +261,7 @@ def trial_cost(
         own = result.steps_run - result.resumed_at
         return measure(wall, result.world_size, own, result.tokens, resources)
     steps, tokens = spent.get(EVAL_OWN_STEPS, 0), spent.get(EVAL_TOKENS)
-    return measure(wall, monitor.world_size(), steps, tokens, resources)
+    return measure(wall, ranks.group_size(), steps, tokens, resources)
 
 
 def record_cost(trial: optuna.Trial, cost: TrialCost) -> None:

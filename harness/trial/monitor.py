@@ -74,17 +74,6 @@ def _cuda() -> Any | None:
         return None
 
 
-def world_size() -> int:
-    """The ranks of the torch.distributed group this process trains in, 1 without one: the devices of a
-    trial that failed before its recipe said (TrialResult.world_size). Never imports torch just to look."""
-    torch = sys.modules.get("torch")
-    try:
-        dist = torch.distributed if torch is not None else None
-        return int(dist.get_world_size()) if dist is not None and dist.is_initialized() else 1
-    except Exception:  # noqa: BLE001 - a broken distributed setup must not fail the trial's record
-        return 1
-
-
 def cuda_start(cuda: Any) -> None:
     """Peaks of this trial only: the allocator's counters are process-wide otherwise."""
     for d in range(cuda.device_count()):

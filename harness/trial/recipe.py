@@ -29,7 +29,6 @@ from harness.trial.recipes.common import (
     adapter_state,
     average_adapter_grads,
     baseline_metrics,
-    devices,
     evaluate,
     load_tensors,
     release,
@@ -123,7 +122,7 @@ def finetune(
             trained=trained,
             max_steps=loop.max_steps,
             eval_steps=loop.eval_steps,
-            world_size=devices(),
+            world_size=ranks.group_size(),
             tokens=tokens,
             resumed_at=loop.start_step,
         )

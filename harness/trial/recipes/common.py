@@ -240,7 +240,7 @@ def release(base: Any, peft_model: Any, forward: Any) -> None:
 
 def lockstep(spec: TrialSpec) -> bool:
     """Every rank runs every forward of the trial (fsdp on several ranks: the base is sharded)."""
-    return spec.training.distributed == "fsdp" and devices() > 1
+    return spec.training.distributed == "fsdp" and ranks.group_size() > 1
 
 
 def average_adapter_grads(trainer: Any, spec: TrialSpec) -> None:
@@ -251,7 +251,7 @@ def average_adapter_grads(trainer: Any, spec: TrialSpec) -> None:
 
     import torch.distributed as dist
 
-    k = devices()
+    k = ranks.group_size()
 
     def average(p: torch.Tensor) -> None:
         # After each backward: p.grad holds the ranks' already-averaged earlier micro-batches plus this
@@ -267,12 +267,6 @@ def average_adapter_grads(trainer: Any, spec: TrialSpec) -> None:
     accelerator.prepare_model = functools.partial(accelerator.prepare_model, evaluation_mode=True)
 
 
-def devices() -> int:
-    """Data-parallel ranks one optimizer step spans: the world size when torch.distributed runs, else 1."""
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def trial_steps(spec: TrialSpec, fixtures: session.Fixtures) -> tuple[int, int]:
     """(max_steps, eval_steps) this trial trains with: budget.epochs and a fractional eval_steps turned
     into optimizer steps for its sampled batch size and accumulation (BudgetConfig.steps)."""
@@ -280,7 +274,7 @@ def trial_steps(spec: TrialSpec, fixtures: session.Fixtures) -> tuple[int, int]:
     # GRPO's batch counts completions, num_generations per prompt: an epoch of prompts is that many more.
     rows = len(fixtures.train) * (t.num_generations if spec.sweep.trainer == "grpo" else 1)
     return spec.sweep.budget.steps(
-        rows, t.per_device_train_batch_size, t.gradient_accumulation_steps, devices()
+        rows, t.per_device_train_batch_size, t.gradient_accumulation_steps, ranks.group_size()
     )
 
 
@@ -323,7 +317,7 @@ def training_args(spec: TrialSpec, fixtures: session.Fixtures, cuda: bool) -> di
         # over it and the loss is averaged over all ranks' tokens (average_tokens_across_devices).
         **(
             {"ddp_backend": "nccl" if cuda else "gloo", "ddp_find_unused_parameters": False}
-            if devices() > 1
+            if ranks.group_size() > 1
             else {}
         ),
         "average_tokens_across_devices": True,

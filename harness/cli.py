@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import errno
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from harness.core import interrupt
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -342,12 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
     except SystemExit as e:  # argparse already printed a usage line
         return EXIT_USAGE if e.code else EXIT_OK
-    previous = _stop_on_sigterm()
     try:
-        return globals()[f"cmd_{args.verb}"](args, console)  # each verb's function is cmd_<verb>
+        with interrupt.installed():  # Ctrl-C / SIGTERM: at once, but never inside a storage write
+            return globals()[f"cmd_{args.verb}"](args, console)  # each verb's function is cmd_<verb>
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): the trial is queued for retry
         err.print("interrupted: run the same command again to resume")
-        return 143 if isinstance(e, Terminated) else 130
+        return 143 if isinstance(e, interrupt.Terminated) else 130
     except HarnessError as e:
         from harness.study.run import SweepStopped
 
@@ -366,26 +366,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             markup=False,
         )
         return EXIT_USAGE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so a running trial stops the same graceful way (exit 143)."""
-
-
-def _stop_on_sigterm() -> Any:
-    """SIGTERM -> Terminated in the main thread; returns the handler to restore (None off the main thread)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -206,20 +206,23 @@ def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
     proc = start(tmp_path, *argv)
     assert proc.stdout is not None
     pids: list[int] = []
+    lines = []
     for line in proc.stdout:
+        lines.append(line)
         m = re.search(r"w0 pid (\d+)\+(\d+)", line)
         if m:
             pids = [int(m.group(1)), int(m.group(2))]
         if " step " in line:  # a trial is training on both ranks
             proc.send_signal(signal.SIGTERM)
             break
-    proc.communicate(timeout=180)
-    assert proc.returncode == 143
+    rest, _ = proc.communicate(timeout=180)
+    text = "".join(lines) + rest
+    assert proc.returncode == 143, text[-3000:]
     for pid in pids:  # no rank left behind
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     s = study(tmp_path)
-    assert not s.get_trials(states=(TrialState.RUNNING,))
+    assert not s.get_trials(states=(TrialState.RUNNING,)), text[-3000:]
     (interrupted,) = [t for t in s.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
     (waiting,) = s.get_trials(states=(TrialState.WAITING,))
     assert waiting.system_attrs["fixed_params"] == interrupted.params

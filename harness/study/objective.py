@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.core import attrs, ranks, trialdir
+from harness.core import attrs, interrupt, ranks, trialdir
 from harness.core.cost import DEVICE_HOUR_S, TrialCost, measure
 from harness.core.spec import (
     EVAL_EVERY,
@@ -53,14 +53,17 @@ class Objective:
         started = time.perf_counter()  # the trial's cost runs from here, however it ends
         self.started += 1
         folder = trialdir.trial_dir(self.study_dir, trial.number)
-        failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
-        params = space.suggest(trial, cfg.parameters)
-        spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
-        trialdir.write_params(spec)
-        self.progress("trial_start", {"trial": trial.number, "params": params})
-        self.skip_duplicate(trial, spec, started)
-        self.tracker.start(spec)
-        usage = monitor.ResourceMonitor().start()
+        # Ctrl-C / SIGTERM outside training waits for the trial's writes (interrupt.py): here until the
+        # trial is set up, so it lands in training, where the trial is re-queued.
+        with interrupt.deferred():
+            failures.mark_start(trial, folder)  # first: who runs it (stale check after a kill) and where
+            params = space.suggest(trial, cfg.parameters)
+            spec = retry_spec(trial, TrialSpec.build(cfg, params, trial.number, folder))
+            trialdir.write_params(spec)
+            self.progress("trial_start", {"trial": trial.number, "params": params})
+            self.skip_duplicate(trial, spec, started)
+            self.tracker.start(spec)
+            usage = monitor.ResourceMonitor().start()
 
         # Optuna cannot report or prune multi-objective trials (trial.report raises there); a seed repeat
         # (`sweep confirm`) or an audit (`sweep audit`) is never pruned and does not feed the pruner's
@@ -101,52 +104,56 @@ class Objective:
             trial.set_user_attr(attrs.FAIL_REASON, failures.reason(e))
             raise
         finally:
-            # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
-            # records FAIL; the retry is queued here and keeps the checkpoint it resumes from.
-            resources = usage.stop()
-            cost = trial_cost(started, result, spent, resources)
-            if result is None:  # a finished trial writes them with its results, in one call (record)
-                monitor.record(trial, resources)
-                record_cost(trial, cost)  # a failed or interrupted trial's time counts too
-            if result is None and failed is None:
-                self.tracker.finish("FAIL", {})
-                trial.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
-                trialdir.write_failure(folder, failures.INTERRUPTED, resources=resources, cost=cost.to_dict())
-                failures.requeue(trial.study, trial.number, params, trial.user_attrs)
+            with interrupt.deferred():  # the re-queue, or the result's recording, is never cut short
+                # One place for every way out. Neither a result nor an exception: Ctrl-C / SIGTERM. Optuna
+                # records FAIL; the retry is queued here and keeps the checkpoint it resumes from.
+                resources = usage.stop()
+                cost = trial_cost(started, result, spent, resources)
+                if result is None:  # a finished trial writes them with its results, in one call (record)
+                    monitor.record(trial, resources)
+                    record_cost(trial, cost)  # a failed or interrupted trial's time counts too
+                if result is None and failed is None:
+                    self.tracker.finish("FAIL", {})
+                    trial.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
+                    trialdir.write_failure(
+                        folder, failures.INTERRUPTED, resources=resources, cost=cost.to_dict()
+                    )
+                    failures.requeue(trial.study, trial.number, params, trial.user_attrs)
+                else:
+                    pruned = result is not None and result.pruned
+                    cleanup(spec, keep_own=pruned and cfg.early_terminate.keep_pruned_checkpoints)
+                if failed is not None:
+                    reason = trial.user_attrs[attrs.FAIL_REASON]
+                    trialdir.write_failure(
+                        folder, reason, traceback=failed, resources=resources, cost=cost.to_dict()
+                    )
+                    self.tracker.finish("FAIL", {**resources})
+                    self.progress("trial_fail", {"trial": trial.number, "reason": reason})
+        with interrupt.deferred():
+            assert result is not None  # every other way out raised above
+            record(trial, result, resources, cost)
+            values = objective_values(cfg, result)
+            missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
+            if result.pruned:
+                state = "PRUNED"
+            elif missing:
+                state = "FAIL"
+                trial.set_user_attr(attrs.FAIL_REASON, f"no finite {' or '.join(missing)} was measured")
             else:
-                pruned = result is not None and result.pruned
-                cleanup(spec, keep_own=pruned and cfg.early_terminate.keep_pruned_checkpoints)
-            if failed is not None:
-                reason = trial.user_attrs[attrs.FAIL_REASON]
-                trialdir.write_failure(
-                    folder, reason, traceback=failed, resources=resources, cost=cost.to_dict()
-                )
-                self.tracker.finish("FAIL", {**resources})
-                self.progress("trial_fail", {"trial": trial.number, "reason": reason})
-        assert result is not None  # every other way out raised above
-        record(trial, result, resources, cost)
-        values = objective_values(cfg, result)
-        missing = [m.name for m, v in zip(cfg.objectives, values, strict=True) if v is None]
-        if result.pruned:
-            state = "PRUNED"
-        elif missing:
-            state = "FAIL"
-            trial.set_user_attr(attrs.FAIL_REASON, f"no finite {' or '.join(missing)} was measured")
-        else:
-            state = "COMPLETE"
-        trialdir.write_result(spec, result, state, resources, cost.to_dict())
-        self.tracker.finish(state, {**result.metrics, **resources})
-        self.keep_adapter(trial, spec, values[0] if state == "COMPLETE" else None)
-        if result.pruned:
-            self.progress("trial_pruned", {"trial": trial.number, "step": result.steps_run})
-            raise optuna.TrialPruned(f"pruned at step {result.steps_run}")
-        if state == "FAIL":
-            raise TrialFailed(trial.user_attrs[attrs.FAIL_REASON])
-        self.progress(
-            "trial_end", {"trial": trial.number, "value": values[0], "values": values, "result": result}
-        )
-        finite = [float(v) for v in values if v is not None]
-        return tuple(finite) if cfg.multi_objective else finite[0]
+                state = "COMPLETE"
+            trialdir.write_result(spec, result, state, resources, cost.to_dict())
+            self.tracker.finish(state, {**result.metrics, **resources})
+            self.keep_adapter(trial, spec, values[0] if state == "COMPLETE" else None)
+            if result.pruned:
+                self.progress("trial_pruned", {"trial": trial.number, "step": result.steps_run})
+                raise optuna.TrialPruned(f"pruned at step {result.steps_run}")
+            if state == "FAIL":
+                raise TrialFailed(trial.user_attrs[attrs.FAIL_REASON])
+            self.progress(
+                "trial_end", {"trial": trial.number, "value": values[0], "values": values, "result": result}
+            )
+            finite = [float(v) for v in values if v is not None]
+            return tuple(finite) if cfg.multi_objective else finite[0]
 
     def skip_duplicate(self, trial: optuna.Trial, spec: TrialSpec, started: float) -> None:
         """A config that failed is not trained again: FAIL 'duplicate of failed trial N' (failures.py)."""

@@ -20,7 +20,7 @@ import optuna
 from rich.console import Console
 
 from harness import compat, tasks
-from harness.core import attrs, badrows, cost, lengths, ranks, trialdir
+from harness.core import attrs, badrows, cost, interrupt, lengths, ranks, trialdir
 from harness.core import provenance as recorded
 from harness.core.display import SHORT
 from harness.core.display import fmt as _fmt
@@ -186,7 +186,8 @@ def _run(
             n_trials=remaining,
             timeout=timeout,
             catch=(Exception,),
-            callbacks=[stopper, budget, device_budget, *callbacks],
+            # First: a Ctrl-C that came while a trial was recorded stops here, before the next is asked for.
+            callbacks=[lambda *_: interrupt.check(), stopper, budget, device_budget, *callbacks],
         )
         ran = objective.started
     if device_budget.tripped:

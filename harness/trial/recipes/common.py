@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from harness import compat
-from harness.core import ranks, trialdir
+from harness.core import interrupt, ranks, trialdir
 from harness.core.spec import (
     EVAL_EVERY,
     EVAL_INDEX,
@@ -106,6 +106,7 @@ class EvalLoop(TrainerCallback):
                 raise NonFiniteLoss(f"non-finite loss at step {state.global_step}")
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        interrupt.check()  # a Ctrl-C that something on the way swallowed (a finalizer) stops the trial here
         step = state.global_step
         if step % self.eval_steps and step < state.max_steps:
             return

@@ -325,6 +325,29 @@ def test_status_shows_a_running_trial_and_an_eta(tmp_path, capsys):
     assert [t.state for t in again.trials].count(TrialState.RUNNING) == 1 and len(again.trials) == 6
 
 
+def test_status_counts_the_budget_not_seed_repeats_audits_or_interrupted_trials(tmp_path, capsys):
+    """n_trials=3, three trials done, plus a seed repeat (`sweep confirm`), an audit and an interrupted
+    trial: the sweep is 3/3 and done, not 6/3; the three others are shown as not counted."""
+    from harness.core import attrs
+    from harness.study import failures
+
+    url = journal(tmp_path)
+    study = run(tmp_path, 3, "early_terminate.type=none", storage=url)
+    for key in (attrs.REPEAT_OF, attrs.AUDIT_OF):
+        rerun = study.ask()
+        rerun.set_user_attr(key, 0)
+        study.tell(rerun, 1.0)
+    cut = study.ask()
+    cut.set_user_attr(attrs.FAIL_REASON, failures.INTERRUPTED)
+    study.tell(cut, state=TrialState.FAIL)
+    assert main(["status", "pricer", "--results-dir", str(tmp_path), "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "trials: 3/3 finished (+3 not counted: re-runs, interrupted); 5 complete, 1 fail" in out
+    assert "\n  done\n" in out  # the ETA line: nothing left to run
+    view = status.collect(optuna.load_study(study_name="pricer", storage=st.open_existing(url)))
+    assert view.finished == 3 and view.done
+
+
 def test_eta_text_for_finished_and_stopped_sweeps():
     from harness.results.status import View
 

@@ -112,6 +112,10 @@ def test_watch_without_once_stops_when_the_sweep_is_done(tmp_path):
     assert cmd_watch(args, Console(file=buf, width=120)) == 0  # not a tty: plain frames, then exit
     out = buf.getvalue()
     assert "ETA   done" in out and "2/2 finished" in out and "peak MB" in out
+    # What `sweep status` says below the counts: the cost so far and the rung agreement, as there.
+    data = status.collect(optuna.load_study(study_name="pricer", storage=st.storage_url(cfg)))
+    assert data.summary[0].startswith("cost: ") and data.summary[1].startswith("rung agreement: ")
+    assert all(line[:60] in out for line in data.summary)  # (a long line wraps at the frame's width)
 
 
 def test_a_failed_refresh_keeps_the_last_frame(live_study):

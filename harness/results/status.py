@@ -24,7 +24,7 @@ from harness.core.display import SHORT
 from harness.errors import StorageError
 from harness.results import agreement, cost, plots
 from harness.results import view as sv
-from harness.study import ranking
+from harness.study import failures, ranking
 from harness.study import storage as st
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -54,6 +54,8 @@ class View:
     eta_s: float | None = None
     recent: list[FrozenTrial] = field(default_factory=list)
     note: str = ""
+    counted: int | None = None  # finished trials that use up n_trials (failures.counts); None: all do
+    summary: list[str] = field(default_factory=list)  # the cost line and the rung agreement lines
 
     @property
     def workers(self) -> list[str]:
@@ -62,7 +64,19 @@ class View:
 
     @property
     def finished(self) -> int:
+        """Finished trials that count toward n_trials: not seed repeats or audits (`sweep confirm`, `sweep
+        audit`), nor interrupted trials (their retry counts), so "8/8 finished" is the budget."""
+        if self.counted is not None:
+            return self.counted
         return sum(self.counts.get(s.name, 0) for s in FINISHED)
+
+    @property
+    def finished_text(self) -> str:
+        """`8/8 finished`, and the finished trials that do not count, if any."""
+        total = f"/{self.n_trials}" if self.n_trials is not None else ""
+        extra = sum(self.counts.get(s.name, 0) for s in FINISHED) - self.finished
+        more = f" (+{extra} not counted: re-runs, interrupted)" if extra > 0 else ""
+        return f"{self.finished}{total} finished{more}"
 
     @property
     def done(self) -> bool:
@@ -106,13 +120,14 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
         )
 
     finished = [t for t in trials if t.state in FINISHED]
+    counted = sum(failures.counts(t) for t in finished)
     durations = [d for d in (sv.trial_duration(t) for t in finished) if d is not None]
     mean_s = sum(durations) / len(durations) if durations else None
     n_trials = budget.get("n_trials")
     eta = None
     if mean_s is not None and isinstance(n_trials, int):
         # Trials not started yet take a mean duration each; a running one, what the mean leaves of it.
-        remaining = max(0, n_trials - len(finished))
+        remaining = max(0, n_trials - counted)
         waiting = max(0, remaining - len(running))
         eta = mean_s * waiting + sum(max(0.0, mean_s - (r.elapsed_s or 0.0)) for r in running[:remaining])
 
@@ -128,6 +143,8 @@ def collect(study: optuna.Study, now: datetime | None = None) -> View:
         mean_s=mean_s,
         eta_s=eta,
         recent=sorted(finished, key=lambda t: t.number)[-8:],
+        counted=counted,
+        summary=[cost.line(cost.collect(study)), *agreement.lines(study)],
     )
 
 
@@ -153,9 +170,8 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
     """Plain lines (no markup): counts, best so far, each running trial's last step, and an ETA."""
     view = collect(study, now)
     lines = [f"{view.name}  ({st.mask_url(url)})  {view.metric} ({view.goal})"]
-    total = f"/{view.n_trials}" if view.n_trials is not None else ""
     parts = [f"{n} {s.lower()}" for s, n in sorted(view.counts.items(), key=lambda kv: sv.state_rank(kv[0]))]
-    lines.append(f"  trials: {view.finished}{total} finished; " + (", ".join(parts) or "none yet"))
+    lines.append(f"  trials: {view.finished_text}; " + (", ".join(parts) or "none yet"))
     if view.best is not None:
         lines.append(
             f"  best: trial {view.best.number}  {view.metric} {ranking.primary_value(view.best):.6g}  "
@@ -163,7 +179,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         )
     else:
         lines.append("  best: no complete trial yet")
-    lines.append("  " + cost.line(cost.collect(study)))
+    lines.append("  " + view.summary[0])  # the cost line; the rung agreement follows the running trials
     for r in view.running:
         most = attrs.max_steps(r.attrs) or view.max_steps  # the trial's own budget (epochs: its batch's)
         of = f"/{most}" if most else ""
@@ -173,7 +189,7 @@ def status_lines(study: optuna.Study, url: str, now: datetime | None = None) -> 
         lines.append(f"  running: trial {r.number}  {step}{value}  ({fmt_duration(r.elapsed_s)} so far){on}")
     if view.workers:
         lines.append(f"  workers: {len(view.workers)} live: {', '.join(view.workers)}")
-    lines += [f"  {line}" for line in agreement.lines(study)]
+    lines += [f"  {line}" for line in view.summary[1:]]
     lines.append("  " + eta_text(view))
     return lines
 

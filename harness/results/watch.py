@@ -68,11 +68,10 @@ def fmt_resources(stored: Mapping[str, Any]) -> str:
 
 def render(view: View, interval: float | None = None) -> RenderableType:
     c = view.counts
-    total = f"/{view.n_trials}" if view.n_trials is not None else ""
     head = Text.assemble(
         (view.name, "bold"),
         f"  {view.metric} ({view.goal})  ",
-        (f"{view.finished}{total} finished", "bold"),
+        (view.finished_text, "bold"),
         f"  ·  {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed, "
         f"{c.get('RUNNING', 0)} running",
     )
@@ -119,6 +118,7 @@ def render(view: View, interval: float | None = None) -> RenderableType:
         )
     if len(view.workers) > 1:
         lines.append(Text(f"workers {len(view.workers)} live: {', '.join(view.workers)}"))
+    lines += [Text(line, style="dim") for line in view.summary]  # cost so far, rung agreement
 
     if view.recent:
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")

@@ -98,6 +98,18 @@ def test_deferred_holds_an_interrupt_until_the_block_ends():
             wait_for_interrupt()
 
 
+def test_a_redelivered_interrupt_wakes_a_blocking_wait():
+    """Deferred, then redelivered as a real signal to the main thread: a sleep (or a wait on a worker)
+    right after the protected call is cut short, not finished first."""
+    with interrupt.installed():
+        with interrupt.deferred():
+            signal.raise_signal(signal.SIGTERM)
+        started = time.monotonic()
+        with pytest.raises(Terminated):
+            time.sleep(60)
+        assert time.monotonic() - started < 30
+
+
 def test_a_second_signal_during_the_clean_up_does_not_cut_it_short():
     """The first signal is delivered; the clean-up it starts runs deferred; a second one then is dropped
     (the pool signals each worker once; a user can press again)."""

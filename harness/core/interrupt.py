@@ -79,9 +79,12 @@ def _redeliver(signum: int) -> None:
 
     def again() -> None:
         _state.armed = False
-        if _state.requested is not None and not _state.delivered:
-            # As if the signal came again: runs the handler on the main thread (nothing if it was
-            # restored to the default meanwhile).
+        if _state.requested is None or _state.delivered:
+            return  # delivered meanwhile, or the run is over (installed() left: a fresh state)
+        if hasattr(signal, "pthread_kill"):
+            # The signal again, to the main thread: it also wakes a blocking call (a sleep, a wait).
+            signal.pthread_kill(threading.main_thread().ident or 0, signum)
+        else:
             _thread.interrupt_main(signal.Signals(signum))
 
     timer = threading.Timer(REDELIVER_S, again)

@@ -228,6 +228,41 @@ def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
     assert waiting.system_attrs["fixed_params"] == interrupted.params
 
 
+@pytest.mark.slow
+def test_ctrl_c_under_a_launcher_stops_both_ranks_and_requeues_the_trial(tmp_path):
+    """torchrun on Ctrl-C sends SIGTERM to every rank at once: rank 0 still re-queues its trial."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(SWEEP), *TINY, "--results-dir", str(tmp_path)]
+    cmd += ["training.distributed=ddp", "budget.max_steps=40", "budget.eval_steps=4", "--n-trials", "2"]
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}
+    port = str(workers.free_port())
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "MASTER_PORT": port, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    assert procs[0].stdout is not None
+    lines = []
+    for line in procs[0].stdout:
+        lines.append(line)
+        if " step " in line:  # both ranks are training
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            break
+    text = "".join(lines) + "".join(p.communicate(timeout=180)[0] for p in procs)
+    assert [p.returncode for p in procs] == [143, 143], text[-3000:]
+    s = study(tmp_path)
+    assert not s.get_trials(states=(TrialState.RUNNING,)), text[-3000:]
+    (interrupted,) = [t for t in s.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
+    (waiting,) = s.get_trials(states=(TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == interrupted.params
+
+
 def test_ranks_of_a_worker_are_stopped_when_one_dies():
     """The launcher's watch: a rank that exits non-zero gets its siblings one SIGTERM at once."""
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]

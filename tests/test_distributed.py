@@ -53,6 +53,24 @@ def start(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
     )
 
 
+def launch(tmp_path: Path, *argv: str, stderr: int = subprocess.PIPE) -> list[subprocess.Popen[str]]:
+    """What torchrun / srun do: 2 `sweep run` processes (ddp) with RANK / WORLD_SIZE / MASTER_PORT set."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(SWEEP), *TINY, "--results-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env |= {"WORLD_SIZE": "2", "MASTER_PORT": str(workers.free_port())}
+    return [
+        subprocess.Popen(
+            [*cmd, "training.distributed=ddp", *argv],
+            cwd=ROOT,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        for r in range(2)
+    ]
+
+
 def study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="pricer", storage=f"sqlite:///{tmp_path}/pricer/study.db")
 
@@ -96,21 +114,7 @@ def test_fsdp_plain_lora_trains_a_trial_on_two_ranks(tmp_path):
 @pytest.mark.slow
 def test_ranks_started_by_a_launcher_join_and_only_rank_0_prints(tmp_path):
     """What torchrun / srun do: K `sweep run` processes with RANK / WORLD_SIZE / MASTER_PORT set."""
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(SWEEP), *TINY, "--results-dir", str(tmp_path)]
-    cmd += ["training.distributed=ddp", "--n-trials", "1"]
-    base = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}
-    port = str(workers.free_port())
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "MASTER_PORT": port},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(2)
-    ]
+    procs = launch(tmp_path, "--n-trials", "1")
     (out0, err0), (out1, err1) = (p.communicate(timeout=300) for p in procs)
     assert procs[0].returncode in (0, 1) and procs[1].returncode == 0, out0[-3000:] + err0[-3000:] + err1
     assert "trial   0" in out0 and out1 == ""  # rank 1 trained, silently
@@ -231,21 +235,8 @@ def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_under_a_launcher_stops_both_ranks_and_requeues_the_trial(tmp_path):
     """torchrun on Ctrl-C sends SIGTERM to every rank at once: rank 0 still re-queues its trial."""
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(SWEEP), *TINY, "--results-dir", str(tmp_path)]
-    cmd += ["training.distributed=ddp", "budget.max_steps=40", "budget.eval_steps=4", "--n-trials", "2"]
-    base = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}
-    port = str(workers.free_port())
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "MASTER_PORT": port, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
+    argv = ["budget.max_steps=40", "budget.eval_steps=4", "--n-trials", "2"]
+    procs = launch(tmp_path, *argv, stderr=subprocess.STDOUT)  # streamed: stdout and stderr together
     assert procs[0].stdout is not None
     lines = []
     for line in procs[0].stdout:

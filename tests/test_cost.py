@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -17,6 +18,7 @@ from harness.core import attrs, trialdir
 from harness.core.cost import DEVICE_HOUR_S, TrialCost
 from harness.results import cost, report, status
 from harness.results import view as studyview
+from harness.study import failures
 from harness.study.objective import StopAtDeviceHours
 from harness.study.run import run_sweep
 
@@ -140,7 +142,7 @@ def test_a_tiny_device_hours_budget_stops_the_sweep_after_its_first_trial(tmp_pa
     assert len(optuna.load_study(study_name="pricer", storage=study._storage).trials) == 1
 
 
-def test_the_budget_counts_every_workers_trials_running_ones_too(tmp_path):
+def test_the_budget_counts_every_workers_trials_running_ones_too(tmp_path, monkeypatch):
     """Another worker's running trial counts its time so far: its record only comes when it ends."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
     finished = study.ask()
@@ -148,10 +150,17 @@ def test_the_budget_counts_every_workers_trials_running_ones_too(tmp_path):
     study.tell(finished, 1.0)
     assert StopAtDeviceHours(5.0 / DEVICE_HOUR_S).spent_s(study) == 5.0  # 2.5 s x 2 devices
     assert not StopAtDeviceHours(5.1 / DEVICE_HOUR_S).spent(study)
-    study.ask()  # running, no record yet
+    running = study.ask()  # running, no record yet
     time.sleep(0.2)
     assert StopAtDeviceHours(5.1 / DEVICE_HOUR_S).spent(study)
     assert StopAtDeviceHours(None).spent_s(study) >= 5.2 and not StopAtDeviceHours(None).spent(study)
+    # A trial on 2 ranks spends 2 device-seconds a second; mark_start says how many it started on.
+    monkeypatch.setattr(failures, "group_size", lambda: 2)
+    failures.mark_start(running, tmp_path / "trial-0001")
+    assert running.user_attrs[attrs.WORLD_SIZE] == 2
+    (seen,) = study.get_trials(states=(TrialState.RUNNING,))
+    elapsed = (datetime.now() - seen.datetime_start).total_seconds()
+    assert StopAtDeviceHours(None).spent_s(study) >= 5.0 + 2 * elapsed
 
 
 def test_a_real_trial_records_its_real_tokens_over_every_accumulation_micro_batch(tiny, monkeypatch):

@@ -46,6 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness import compat
 from harness.core import attrs, trialdir
+from harness.core.ranks import group_size
 from harness.errors import TrialFailed
 
 INTERRUPTED = "interrupted"
@@ -152,8 +153,11 @@ def device() -> str:
 
 
 def mark_start(trial: optuna.Trial, trial_dir: Path) -> None:
-    """First thing a trial does: say who runs it and where its folder is (for the stale check and retry)."""
-    for k, v in {**owner(), attrs.TRIAL_DIR: str(trial_dir)}.items():
+    """First thing a trial does: say who runs it, on how many ranks and where its folder is (for the
+    stale check, the retry and the device-hours a running trial is spending)."""
+    ranks = group_size()
+    stored = {**owner(), attrs.TRIAL_DIR: str(trial_dir), **({attrs.WORLD_SIZE: ranks} if ranks > 1 else {})}
+    for k, v in stored.items():
         trial.set_user_attr(k, v)
 
 

@@ -327,7 +327,7 @@ class StopAfterFailures:
 class StopAtDeviceHours:
     """`budget.device_hours`: no trial starts once the study has spent them. The study's total, read from
     the storage after each trial (so every worker's trials count): finished trials' device-seconds
-    (user attr trial_cost), plus each running trial's time so far (x1: its devices are known at its end)."""
+    (user attr trial_cost), plus each running trial's time so far x the ranks it started on."""
 
     def __init__(self, hours: float | None) -> None:
         self.limit_s = None if hours is None else hours * DEVICE_HOUR_S
@@ -341,7 +341,8 @@ class StopAtDeviceHours:
             if cost is not None:
                 total += cost.device_s
             elif t.state == TrialState.RUNNING and t.datetime_start is not None:
-                total += max(0.0, (now - t.datetime_start).total_seconds())
+                devices = t.user_attrs.get(attrs.WORLD_SIZE, 1)  # failures.mark_start
+                total += max(0.0, (now - t.datetime_start).total_seconds()) * devices
         return total
 
     def spent(self, study: optuna.Study) -> bool:

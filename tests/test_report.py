@@ -198,6 +198,8 @@ def test_report_cli_writes_every_format_and_summarises(swept, capsys):
     assert f"best: trial {best.number}: eval_loss = {best.value:.6g}" in out
     assert "trials: 5 (4 complete, 1 fail)" in out
     assert "parameters that mattered most" in out and "rough ranking" in out
+    for line in status.collect(study).summary:  # the cost and rung agreement lines, as `sweep status`
+        assert line[:60] in out
     # The sweep file works as the target too (it names the study and its storage).
     (swept / "pricer" / "report.md").unlink()
     sweep_file = str(ROOT / "sweeps/pricer.yaml")

@@ -136,7 +136,8 @@ def print_summary(data: StudyData, console: Console, importances: dict[str, floa
             if importances
             else f"parameter importances: {why}"
         )
-    for line in [*noise_lines(data.study), *provenance.lines(attrs.provenance(data.study))]:
+    summary = [cost.line(cost.collect(data.study)), *agreement.lines(data.study)]  # as `sweep status`
+    for line in [*summary, *noise_lines(data.study), *provenance.lines(attrs.provenance(data.study))]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in lengths.lines(data.name, attrs.data_lengths(data.study)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -15,7 +15,8 @@ from helpers import ROOT, journal, reporting_recipe, sweep
 from rich.console import Console
 
 from harness.cli import cmd_train, main
-from harness.core import trialdir
+from harness.core import attrs, trialdir
+from harness.core.cost import TrialCost, hours_text
 from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import ConfigError, HarnessError
 from harness.study import promote
@@ -134,6 +135,11 @@ def test_train_runs_one_fine_tune_with_the_promotion_budget(tmp_path):
     row = next(line for line in text.splitlines() if "eval_loss" in line and "1.9" in line)
     assert "1.8" in row  # validation and test side by side
     assert "mae" in text and "12.5" in text
+    # Its cost, recorded as a trial's is (harness.core.cost): the steps it ran, on one device, and printed.
+    spent = TrialCost.from_dict(saved["cost"])
+    assert spent is not None and (spent.steps, spent.devices) == (200, 1) and spent.device_s == spent.wall_s
+    assert saved["resources"][attrs.PEAK_RSS_MB] > 0
+    assert f"pricer-best: cost: {hours_text(spent.device_s)}, 200 steps, peak memory" in text
 
 
 def test_train_with_an_output_dir_and_a_single_value_list(tmp_path):
@@ -208,5 +214,7 @@ def test_train_real_fine_tune_saves_a_safetensors_adapter_and_test_metrics(tmp_p
     assert cmd_train(args, console()) == 0
     folder = tmp_path / "tiny" / "promoted"
     assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size > 0
-    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    saved = json.loads((folder / "metrics.json").read_text())
+    metrics = saved["metrics"]
     assert metrics["test_eval_loss"] > 0 and "test_mae" in metrics
+    assert saved["cost"]["steps"] == saved["steps_run"] and saved["cost"]["tokens"] > 0

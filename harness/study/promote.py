@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,12 +24,15 @@ from rich.table import Table
 
 from harness import tasks
 from harness.core import attrs, trialdir
+from harness.core.cost import TrialCost, hours_text
 from harness.core.spec import TrialResult, TrialSpec
 from harness.errors import ConfigError, HarnessError, problems_error
 from harness.study import ranking
 from harness.study import storage as st
+from harness.study.objective import trial_cost
 from harness.sweepfile.load import load_sweep
 from harness.sweepfile.schema import SweepConfig
+from harness.trial import monitor
 
 # promote(spec, adapter_dir) -> result whose metrics include test_<name> for the test split.
 Promoter = Callable[[TrialSpec, Path], TrialResult]
@@ -233,10 +237,25 @@ def promote(cfg: SweepConfig, console: Console, promoter: Promoter | None = None
     if promoter is None:
         promoter = real_promoter(cfg)
     trialdir.write_params(spec)
-    result = promoter(spec, adapter_dir)
+    usage = monitor.ResourceMonitor().start()
+    started = time.perf_counter()
+    try:
+        result = promoter(spec, adapter_dir)
+    finally:
+        resources = usage.stop()
+    spent = trial_cost(started, result, {}, resources)  # as a trial's record (harness.core.cost)
     state = "COMPLETE" if result.value is not None else "FAIL"
-    trialdir.write_result(spec, result, state)
+    trialdir.write_result(spec, result, state, resources, spent.to_dict())
+    console.print(f"{cfg.name}: {cost_text(spent)}", markup=False, soft_wrap=True)
     return result, adapter_dir
+
+
+def cost_text(c: TrialCost) -> str:
+    """`cost: 0.0012 device-hours (4.4 device-s), 200 steps, 51200 tokens, peak memory 900 MB`."""
+    parts = [f"cost: {hours_text(c.device_s)}", f"{c.steps} steps"]
+    parts += [f"{c.tokens} tokens"] if c.tokens is not None else []
+    parts += [f"peak memory {c.peak_memory_mb:.0f} MB"] if c.peak_memory_mb is not None else []
+    return ", ".join(parts)
 
 
 def metrics_table(result: TrialResult, metric: str) -> Table:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.spec import TrialResult, TrialSpec
+from harness.study import failures
 from harness.sweepfile.load import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,3 +219,15 @@ def sweep_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def assert_one_requeued(study: Any, shown: str = "") -> None:
+    """After Ctrl-C / SIGTERM of a run training one trial: nothing left RUNNING, that trial FAIL
+    `interrupted`, and its retry WAITING with the same params (enqueued: the sampler is not asked)."""
+    from optuna.trial import TrialState
+
+    assert not study.get_trials(states=(TrialState.RUNNING,)), shown
+    interrupted = [t for t in study.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(interrupted) == 1 and len(waiting) == 1, shown
+    assert waiting[0].system_attrs["fixed_params"] == interrupted[0].params

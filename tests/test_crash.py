@@ -10,7 +10,7 @@ import sys
 import optuna
 import pytest
 import torch
-from helpers import FakeRecipe, fake_recipe, sweep
+from helpers import FakeRecipe, assert_one_requeued, fake_recipe, sweep
 from optuna.trial import TrialState
 
 from harness.core import trialdir
@@ -277,12 +277,9 @@ def test_sigterm_stops_gracefully_with_exit_143(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted: run the same command again to resume" in err and "Traceback" not in err
-    study = optuna.load_study(study_name="pricer", storage=f"sqlite:///{tmp_path}/pricer/study.db")
-    assert not study.get_trials(states=(TrialState.RUNNING,))
-    interrupted = [t for t in study.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
-    waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert len(interrupted) == 1 and len(waiting) == 1
-    assert waiting[0].system_attrs["fixed_params"] == interrupted[0].params
+    assert_one_requeued(
+        optuna.load_study(study_name="pricer", storage=f"sqlite:///{tmp_path}/pricer/study.db")
+    )
 
 
 def test_heartbeat_stale_trials_are_retried_with_our_attrs():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import ROOT, SWEEP, TINY, sweep, sweep_cli
+from helpers import ROOT, SWEEP, TINY, assert_one_requeued, sweep, sweep_cli
 from optuna.trial import TrialState
 
 from harness.core import ranks, trialdir
@@ -69,6 +69,12 @@ def launch(tmp_path: Path, *argv: str, stderr: int = subprocess.PIPE) -> list[su
         )
         for r in range(2)
     ]
+
+
+def rank_pids(line: str, known: list[int]) -> list[int]:
+    """w0's two rank pids from `sweep run`'s first line ("w0 pid 123+124"), else those known so far."""
+    m = re.search(r"w0 pid (\d+)\+(\d+)", line)
+    return [int(m.group(1)), int(m.group(2))] if m else known
 
 
 def study(tmp_path: Path) -> optuna.Study:
@@ -178,9 +184,7 @@ def test_a_rank_killed_mid_trial_interrupts_it_and_the_next_run_retries_it(tmp_p
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        m = re.search(r"w0 pid (\d+)\+(\d+)", line)
-        if m:
-            pids = [int(m.group(1)), int(m.group(2))]
+        pids = rank_pids(line, pids)
         checkpoint = trialdir.find_checkpoint(tmp_path / "pricer" / "trial-0000" / trialdir.CHECKPOINT)
         if not killed and " step " in line and checkpoint is not None:
             os.kill(pids[1], signal.SIGKILL)  # rank 1, mid-trial, after a checkpoint was written
@@ -213,9 +217,7 @@ def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        m = re.search(r"w0 pid (\d+)\+(\d+)", line)
-        if m:
-            pids = [int(m.group(1)), int(m.group(2))]
+        pids = rank_pids(line, pids)
         if " step " in line:  # a trial is training on both ranks
             proc.send_signal(signal.SIGTERM)
             break
@@ -225,11 +227,7 @@ def test_ctrl_c_stops_every_rank_and_requeues_the_trial(tmp_path):
     for pid in pids:  # no rank left behind
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    s = study(tmp_path)
-    assert not s.get_trials(states=(TrialState.RUNNING,)), text[-3000:]
-    (interrupted,) = [t for t in s.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
-    (waiting,) = s.get_trials(states=(TrialState.WAITING,))
-    assert waiting.system_attrs["fixed_params"] == interrupted.params
+    assert_one_requeued(study(tmp_path), text[-3000:])
 
 
 @pytest.mark.slow
@@ -247,11 +245,7 @@ def test_ctrl_c_under_a_launcher_stops_both_ranks_and_requeues_the_trial(tmp_pat
             break
     text = "".join(lines) + "".join(p.communicate(timeout=180)[0] for p in procs)
     assert [p.returncode for p in procs] == [143, 143], text[-3000:]
-    s = study(tmp_path)
-    assert not s.get_trials(states=(TrialState.RUNNING,)), text[-3000:]
-    (interrupted,) = [t for t in s.trials if t.user_attrs.get("fail_reason") == failures.INTERRUPTED]
-    (waiting,) = s.get_trials(states=(TrialState.WAITING,))
-    assert waiting.system_attrs["fixed_params"] == interrupted.params
+    assert_one_requeued(study(tmp_path), text[-3000:])
 
 
 def test_ranks_of_a_worker_are_stopped_when_one_dies():
